@@ -1,0 +1,1 @@
+"""The 32x32 laboratory."""

@@ -1,0 +1,142 @@
+"""Keep the lesson notebooks in the course's shape, and run them.
+
+    python scripts/notebooks.py stamp [NOTEBOOK ...]       # refresh the badge and Colab set-up cells
+    python scripts/notebooks.py check [NOTEBOOK ...]       # fail if a notebook is out of shape
+    python scripts/notebooks.py run NOTEBOOK --mode full   # execute in place and keep the outputs
+
+The repository address is read from pyproject.toml's [project.urls] (its only home); the
+Colab badge and the install cell are generated from it, so they can never point elsewhere.
+Without NOTEBOOK arguments, every lessons/**/*.ipynb is processed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import time
+import tomllib
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BADGE_TAG = "colab-badge"
+SETUP_TAG = "colab-setup"
+
+
+def repository_url() -> str:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"].rstrip("/")
+
+
+def colab_url(notebook: pathlib.Path, branch: str = "main") -> str:
+    """Colab's address for the repository's copy of ``notebook``."""
+    rel = notebook.resolve().relative_to(ROOT).as_posix()
+    return repository_url().replace("https://github.com/", "https://colab.research.google.com/github/") + f"/blob/{branch}/{rel}"
+
+
+def badge_cell(notebook: pathlib.Path) -> nbformat.NotebookNode:
+    src = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})")
+    return nbformat.v4.new_markdown_cell(src, metadata={"tags": [BADGE_TAG]})
+
+
+def setup_cell() -> nbformat.NotebookNode:
+    src = (
+        "# Colab only: install this course's package (non-editable, so no runtime restart is needed).\n"
+        "import subprocess, sys\n"
+        "if \"google.colab\" in sys.modules:\n"
+        f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{repository_url()}.git\"], check=True)"
+    )
+    return nbformat.v4.new_code_cell(src, metadata={"tags": [SETUP_TAG]})
+
+
+def _tagged(nb, tag):
+    return [i for i, c in enumerate(nb.cells) if tag in c.get("metadata", {}).get("tags", [])]
+
+
+def stamp(path: pathlib.Path) -> bool:
+    """Put the badge (after the title cell) and the set-up cell (after the badge) in place. True if changed."""
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    for tag in (BADGE_TAG, SETUP_TAG):
+        for i in reversed(_tagged(nb, tag)):
+            del nb.cells[i]
+    if not nb.cells or nb.cells[0].cell_type != "markdown" or not nb.cells[0].source.lstrip().startswith("# "):
+        raise SystemExit(f"{path}: the first cell must be a markdown cell starting with '# Title'")
+    setup = setup_cell()
+    nb.cells[1:1] = [badge_cell(path), setup]
+    nb.metadata.pop("widgets", None)  # Colab-saved widget state makes GitHub show "Invalid Notebook"
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    after = nbformat.writes(nb)
+    if after != before:
+        nbformat.write(nb, path)
+    return after != before
+
+
+def problems(path: pathlib.Path) -> list[str]:
+    """What is out of shape in one notebook (an empty list when it is fine)."""
+    nb = nbformat.read(path, as_version=4)
+    out = []
+    fresh = nbformat.read(path, as_version=4)
+    badge, setup = _tagged(nb, BADGE_TAG), _tagged(nb, SETUP_TAG)
+    if badge != [1] or nb.cells[1].source != badge_cell(path).source:
+        out.append("the Colab badge cell is missing or stale (run: python scripts/notebooks.py stamp)")
+    if setup != [2] or nb.cells[2].source != setup_cell().source:
+        out.append("the colab-setup cell is missing or stale (run: python scripts/notebooks.py stamp)")
+    code = [c for c in fresh.cells if c.cell_type == "code"]
+    if not any(c.get("outputs") for c in code):
+        out.append("committed without outputs (the site renders committed outputs)")
+    if any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):
+        out.append("a committed output is an error")
+    return out
+
+
+def run(path: pathlib.Path, run_mode: str, timeout: int) -> float:
+    """Execute ``path`` in place on a fresh kernel with DFM_MODE=run_mode; returns seconds."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    os.environ["DFM_MODE"] = run_mode
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, path)
+    return seconds
+
+
+def _targets(paths):
+    return [pathlib.Path(p) for p in paths] or sorted(p for p in (ROOT / "lessons").rglob("*.ipynb")
+                                                     if ".ipynb_checkpoints" not in p.parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("stamp", "check"):
+        p = sub.add_parser(name)
+        p.add_argument("notebooks", nargs="*")
+    p = sub.add_parser("run")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--mode", choices=("quick", "full"), required=True)
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    args = parser.parse_args(argv)
+    if args.command == "stamp":
+        for path in _targets(args.notebooks):
+            print(("stamped   " if stamp(path) else "unchanged ") + str(path))
+    elif args.command == "check":
+        bad = {str(p): problems(p) for p in _targets(args.notebooks)}
+        for path, found in bad.items():
+            for problem in found:
+                print(f"{path}: {problem}")
+        return 1 if any(bad.values()) else 0
+    else:
+        for path in args.notebooks:
+            path = pathlib.Path(path)
+            stamp(path)
+            print(f"{path}: {run(path, args.mode, args.timeout):.1f} s in {args.mode} mode")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
