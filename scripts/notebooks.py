@@ -22,6 +22,9 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
+# Both cells are hidden on the site (which has its own Colab button) by this one tag: mkdocs-jupyter
+# 0.26 passes only the first entry of remove_cell_tags on to nbconvert.
+HIDDEN_TAG = "hide-on-site"
 
 
 def repository_url() -> str:
@@ -37,7 +40,7 @@ def colab_url(notebook: pathlib.Path, branch: str = "main") -> str:
 
 def badge_cell(notebook: pathlib.Path) -> nbformat.NotebookNode:
     src = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})")
-    return nbformat.v4.new_markdown_cell(src, metadata={"tags": [BADGE_TAG]})
+    return nbformat.v4.new_markdown_cell(src, metadata={"tags": [BADGE_TAG, HIDDEN_TAG]})
 
 
 def setup_cell() -> nbformat.NotebookNode:
@@ -47,7 +50,7 @@ def setup_cell() -> nbformat.NotebookNode:
         "if \"google.colab\" in sys.modules:\n"
         f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{repository_url()}.git\"], check=True)"
     )
-    return nbformat.v4.new_code_cell(src, metadata={"tags": [SETUP_TAG]})
+    return nbformat.v4.new_code_cell(src, metadata={"tags": [SETUP_TAG, HIDDEN_TAG]})
 
 
 def _tagged(nb, tag):
@@ -66,6 +69,7 @@ def stamp(path: pathlib.Path) -> bool:
     setup = setup_cell()
     nb.cells[1:1] = [badge_cell(path), setup]
     nb.metadata.pop("widgets", None)  # Colab-saved widget state makes GitHub show "Invalid Notebook"
+    nb.metadata.pop("jupytext", None)  # drafts may come from jupytext; the .ipynb is the source
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     after = nbformat.writes(nb)
     if after != before:

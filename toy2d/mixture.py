@@ -1,0 +1,418 @@
+r"""Gaussian mixtures and their *exact* denoiser and score under the forward process.
+
+A Gaussian mixture is the one data distribution for which everything a diffusion model tries to
+learn has a closed form. That makes it the perfect model: every learned denoiser in the course is
+compared with the one in this file.
+
+Notation (fixed for the whole file)
+-----------------------------------
+Data :math:`x_0 \sim p_0 = \sum_k w_k\,\mathcal N(\mu_k, \Sigma_k)` with ``K`` components in
+``D`` dimensions. The forward process at one noise level is
+
+.. math::   x_t = a\,x_0 + s\,\epsilon, \qquad \epsilon \sim \mathcal N(0, I),
+
+with ``a`` the signal scale and ``s > 0`` the noise scale (DDPM: :math:`a=\sqrt{\bar\alpha_t}`,
+:math:`s=\sqrt{1-\bar\alpha_t}`; VE: :math:`a=1`, :math:`s=\sigma_t`).
+
+1. **The marginal.** Given the component ``k``, :math:`x_t` is an affine map of a Gaussian plus
+   independent Gaussian noise, so
+
+   .. math::   p_t(x_t) = \sum_k w_k\,\mathcal N\big(x_t;\ a\mu_k,\ C_k\big),
+               \qquad C_k = a^2\Sigma_k + s^2 I .
+
+2. **Which component made this point?** By Bayes' rule the posterior responsibilities are
+
+   .. math::   r_k(x_t) = p(k \mid x_t)
+               = \frac{w_k\,\mathcal N(x_t; a\mu_k, C_k)}{\sum_j w_j\,\mathcal N(x_t; a\mu_j, C_j)} .
+
+3. **The denoiser inside one component.** :math:`(x_0, x_t)` given ``k`` is jointly Gaussian with
+   :math:`\mathrm{Cov}(x_0, x_t) = a\Sigma_k`, so the Gaussian conditioning formula gives
+
+   .. math::   m_k(x_t) = \mathbb E[x_0 \mid x_t, k] = \mu_k + a\,\Sigma_k C_k^{-1}(x_t - a\mu_k).
+
+4. **The exact denoiser** is the responsibility-weighted average (tower rule):
+
+   .. math::   \mathbb E[x_0 \mid x_t] = \sum_k r_k(x_t)\, m_k(x_t).
+
+   For small ``s`` the responsibilities switch abruptly at the boundaries between modes, so the
+   denoiser is a staircase; that step is what a smooth network cannot fit (lesson 01).
+
+5. **The exact score** is the gradient of the log of (1):
+
+   .. math::   \nabla \log p_t(x_t) = -\sum_k r_k(x_t)\, C_k^{-1}(x_t - a\mu_k)
+               = \frac{a\,\mathbb E[x_0\mid x_t] - x_t}{s^2}  \quad\text{(Tweedie)},
+
+   and the optimal noise prediction is :math:`\mathbb E[\epsilon\mid x_t] = (x_t - a\,\mathbb E[x_0\mid x_t])/s
+   = -s\,\nabla\log p_t(x_t)`.
+
+Computation. Each covariance is diagonalised once, :math:`\Sigma_k = U_k\,\mathrm{diag}(\lambda_k)U_k^\top`.
+Then :math:`C_k = U_k\,\mathrm{diag}(a^2\lambda_k + s^2)\,U_k^\top` for every ``(a, s)``, so with
+:math:`z = U_k^\top(x_t - a\mu_k)` and :math:`v = a^2\lambda_k + s^2` all of the above is elementwise:
+:math:`\log\mathcal N = -\tfrac12\sum_d (z_d^2/v_d + \log v_d + \log 2\pi)`,
+:math:`m_k = \mu_k + U_k(a\lambda_k z / v)` and :math:`C_k^{-1}(x_t-a\mu_k) = U_k(z/v)`.
+This also lets ``a`` and ``s`` differ per sample (shape ``[B]``) at no extra cost. Everything is
+computed in float64 and returned in the input's dtype.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional, Union
+
+import torch
+
+Scalar = Union[float, int, torch.Tensor]
+
+__all__ = ["GaussianMixture", "ClassConditionalMixture"]
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks (each names the argument and what was expected, before any work)
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_float64(value, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        out = value.detach().to(dtype=torch.float64, device="cpu")
+    else:
+        try:
+            out = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be a tensor or a sequence of numbers, got {type(value).__name__}") from err
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _check_points(x, dim: int, name: str) -> torch.Tensor:
+    """``x`` must be a floating tensor of shape [B, dim]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [B, {dim}], got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != dim:
+        hint = " (use x[:, None] for 1D data)" if x.dim() == 1 and dim == 1 else ""
+        raise ValueError(f"{name} must have shape [B, {dim}], got {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def _check_level(value: Scalar, batch: int, name: str, positive: bool) -> torch.Tensor:
+    """A noise-level argument (``a`` or ``s``) as a float64 tensor of shape [1, 1] or [B, 1]."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a float or a tensor, got bool")
+    if isinstance(value, (int, float)):
+        out = torch.tensor([[float(value)]], dtype=torch.float64)
+    elif isinstance(value, torch.Tensor):
+        if value.numel() == 1:
+            out = value.detach().reshape(1, 1)
+        elif value.shape in ((batch,), (batch, 1)):
+            out = value.detach().reshape(batch, 1)
+        else:
+            raise ValueError(f"{name} must be a float or a tensor of shape [B] or [B, 1] with B={batch}, "
+                             f"got shape {tuple(value.shape)}")
+        out = out.to(torch.float64)
+    else:
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be finite")
+    if positive and not (out > 0).all():
+        raise ValueError(f"{name} must be > 0 (the noise scale), got min {out.min().item():g}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the mixture
+# ----------------------------------------------------------------------------------------------
+
+
+class GaussianMixture:
+    r"""A mixture :math:`\sum_k w_k \mathcal N(\mu_k, \Sigma_k)` in ``D`` dimensions, with exact
+    log-density, sampling, and exact denoiser/score under :math:`x_t = a x_0 + s\epsilon`.
+
+    Args:
+        weights: [K] non-negative, summing to > 0 (normalised here); ``None`` means equal weights.
+        means: [K, D] (a [K] tensor is read as K one-dimensional means).
+        covs: [K, D, D] symmetric positive definite covariances. Give either ``covs`` or ``stds``.
+        stds: a float, or [K] per-component standard deviations: :math:`\Sigma_k = \mathrm{std}_k^2 I`.
+
+    Attributes: ``weights`` [K], ``means`` [K, D], ``covs`` [K, D, D] (all float64), ``K``, ``D``.
+
+    Example::
+
+        gm = GaussianMixture([1, 1, 1], [[1.0], [2.0], [3.0]], stds=0.05)
+        x0 = gm.sample(1000)                       # [1000, 1]
+        x0_hat = gm.denoise(x_t, a=0.9, s=0.4)     # [B, 1], the exact E[x0 | x_t]
+    """
+
+    def __init__(self, weights, means, covs=None, *, stds=None):
+        means = _as_float64(means, "means")
+        if means.dim() == 1:
+            means = means[:, None]
+        if means.dim() != 2 or means.shape[0] == 0 or means.shape[1] == 0:
+            raise ValueError(f"means must have shape [K, D] with K >= 1 and D >= 1, got {tuple(means.shape)}")
+        K, D = means.shape
+        if weights is None:
+            weights = torch.ones(K, dtype=torch.float64)
+        weights = _as_float64(weights, "weights").reshape(-1)
+        if weights.shape[0] != K:
+            raise ValueError(f"weights must have K={K} entries (one per mean), got {weights.shape[0]}")
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("weights must be non-negative and sum to > 0")
+        if (covs is None) == (stds is None):
+            raise ValueError("covs or stds: give exactly one of covs [K, D, D] or stds (a float or [K])")
+        if stds is not None:
+            stds = _as_float64(stds, "stds").reshape(-1)
+            if stds.numel() == 1:
+                stds = stds.expand(K)
+            if stds.shape[0] != K:
+                raise ValueError(f"stds must be a float or have K={K} entries, got {stds.shape[0]}")
+            if (stds <= 0).any():
+                raise ValueError(f"stds must be > 0, got min {stds.min().item():g}")
+            covs = stds[:, None, None] ** 2 * torch.eye(D, dtype=torch.float64)
+        else:
+            covs = _as_float64(covs, "covs")
+            if covs.shape != (K, D, D):
+                raise ValueError(f"covs must have shape [K, D, D] = [{K}, {D}, {D}], got {tuple(covs.shape)}")
+            if not torch.allclose(covs, covs.transpose(1, 2), rtol=1e-10, atol=1e-12):
+                raise ValueError("covs must be symmetric")
+        eigvals, eigvecs = torch.linalg.eigh(covs)  # Sigma_k = U_k diag(lambda_k) U_k^T
+        if (eigvals <= 0).any():
+            raise ValueError("covs must be positive definite (all eigenvalues > 0)")
+
+        self.weights = weights / weights.sum()
+        self.means = means.clone()
+        self.covs = covs.clone()
+        self.K, self.D = K, D
+        self._eigvals = eigvals  # [K, D]
+        self._eigvecs = eigvecs  # [K, D, D]
+        self._log_weights = torch.log(self.weights)  # -inf for zero-weight components
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.K}, D={self.D})"
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _params(self, device: torch.device):
+        return (self._log_weights.to(device), self.means.to(device),
+                self._eigvals.to(device), self._eigvecs.to(device))
+
+    def _components(self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor):
+        """Per-component terms at x_t = x (float64 [B, D]); a, s float64 [1 or B, 1].
+
+        Returns log w_k + log N(x; a mu_k, C_k) [B, K], the per-component posterior means
+        m_k [B, K, D] and the per-component scores -C_k^{-1}(x - a mu_k) [B, K, D].
+        """
+        log_w, mu, lam, U = self._params(x.device)
+        a, s = a.to(x.device), s.to(x.device)
+        diff = x[:, None, :] - a[:, :, None] * mu[None]            # x - a mu_k          [B, K, D]
+        z = torch.einsum("kde,bkd->bke", U, diff)                  # U_k^T (x - a mu_k)  [B, K, D]
+        v = a[:, :, None] ** 2 * lam[None] + s[:, :, None] ** 2    # eig(C_k) = a^2 lam + s^2
+        log_normal = -0.5 * ((z ** 2 / v).sum(-1) + torch.log(v).sum(-1) + self.D * math.log(2 * math.pi))
+        gain = a[:, :, None] * lam[None] / v                        # eig(a Sigma_k C_k^{-1})
+        post_mean = mu[None] + torch.einsum("kde,bke->bkd", U, gain * z)  # m_k = mu_k + a Sigma C^-1 (x - a mu)
+        comp_score = -torch.einsum("kde,bke->bkd", U, z / v)             # -C_k^{-1} (x - a mu_k)
+        return log_w[None] + log_normal, post_mean, comp_score
+
+    def _prepare(self, x_t, a, s, name: str = "x_t"):
+        x_t = _check_points(x_t, self.D, name)
+        a = _check_level(a, x_t.shape[0], "a", positive=False)
+        s = _check_level(s, x_t.shape[0], "s", positive=True)
+        return x_t, x_t.to(torch.float64), a, s
+
+    # -- the data distribution ----------------------------------------------------------------
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p_0(x) for x [B, D] -> [B] (exact; float64 inside, x's dtype out)."""
+        x = _check_points(x, self.D, "x")
+        one = torch.ones(1, 1, dtype=torch.float64)
+        log_joint, _, _ = self._components(x.to(torch.float64), one, 0 * one)
+        return torch.logsumexp(log_joint, dim=1).to(x.dtype)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, return_labels: bool = False,
+               dtype: Optional[torch.dtype] = None):
+        """n samples [n, D] (default dtype float32), and their component labels [n] if ``return_labels``.
+
+        Randomness comes only from ``generator`` (a CPU generator), so a seeded generator reproduces.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        labels = torch.multinomial(self.weights, n, replacement=True, generator=generator) if n else \
+            torch.zeros(0, dtype=torch.long)
+        x = self._sample_given_labels(labels, generator)
+        x = x.to(dtype or torch.get_default_dtype())
+        return (x, labels) if return_labels else x
+
+    def _sample_given_labels(self, labels: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """x_0 = mu_k + U_k diag(sqrt(lambda_k)) eps for the given component labels [n] -> float64 [n, D]."""
+        eps = torch.randn(labels.shape[0], self.D, generator=generator, dtype=torch.float64)
+        root = self._eigvecs * self._eigvals.sqrt()[:, None, :]  # U diag(sqrt lam): root root^T = Sigma
+        return self.means[labels] + torch.einsum("nde,ne->nd", root[labels], eps)
+
+    def nearest_mode_distance(self, x: torch.Tensor) -> torch.Tensor:
+        """Euclidean distance from each point x [B, D] to its closest mean -> [B] (x's dtype)."""
+        x = _check_points(x, self.D, "x")
+        dist = torch.cdist(x.to(torch.float64), self.means.to(x.device))  # [B, K]
+        return dist.min(dim=1).values.to(x.dtype)
+
+    # -- the forward process x_t = a x_0 + s eps ----------------------------------------------
+
+    def marginal(self, a: Scalar, s: Scalar) -> "GaussianMixture":
+        """The mixture of x_t = a x_0 + s eps: weights w_k, means a mu_k, covs a^2 Sigma_k + s^2 I.
+
+        ``a`` and ``s`` must be scalars here (one noise level); ``s`` > 0.
+        """
+        a_ = _check_level(a, 1, "a", positive=False)
+        s_ = _check_level(s, 1, "s", positive=True)
+        a_, s_ = a_.item(), s_.item()
+        eye = torch.eye(self.D, dtype=torch.float64)
+        return GaussianMixture(self.weights, a_ * self.means, a_ ** 2 * self.covs + s_ ** 2 * eye)
+
+    def log_prob_t(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
+        """log p_t(x_t) [B] for x_t [B, D]; a, s floats or [B] / [B, 1] tensors."""
+        x_t, x, a, s = self._prepare(x_t, a, s)
+        log_joint, _, _ = self._components(x, a, s)
+        return torch.logsumexp(log_joint, dim=1).to(x_t.dtype)
+
+    def posterior(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
+        """Responsibilities r_k(x_t) = p(k | x_t) [B, K] (rows sum to 1)."""
+        x_t, x, a, s = self._prepare(x_t, a, s)
+        log_joint, _, _ = self._components(x, a, s)
+        return torch.softmax(log_joint, dim=1).to(x_t.dtype)
+
+    def denoise(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
+        """The exact denoiser E[x_0 | x_t] = sum_k r_k m_k  [B, D]."""
+        return self._denoise(x_t, a, s, mask=None)
+
+    def score(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
+        """The exact score grad log p_t(x_t) = -sum_k r_k C_k^{-1}(x_t - a mu_k)  [B, D]."""
+        return self._score(x_t, a, s, mask=None)
+
+    def eps(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
+        """The optimal noise prediction E[eps | x_t] = (x_t - a E[x_0 | x_t]) / s = -s * score  [B, D]."""
+        x_t, x, a, s = self._prepare(x_t, a, s)
+        log_joint, _, comp_score = self._components(x, a, s)
+        score = torch.einsum("bk,bkd->bd", _responsibilities(log_joint, None), comp_score)
+        return (-s.to(x.device) * score).to(x_t.dtype)
+
+    def _denoise(self, x_t, a, s, mask):
+        x_t, x, a, s = self._prepare(x_t, a, s)
+        log_joint, post_mean, _ = self._components(x, a, s)
+        r = _responsibilities(log_joint, mask)
+        return torch.einsum("bk,bkd->bd", r, post_mean).to(x_t.dtype)
+
+    def _score(self, x_t, a, s, mask):
+        x_t, x, a, s = self._prepare(x_t, a, s)
+        log_joint, _, comp_score = self._components(x, a, s)
+        r = _responsibilities(log_joint, mask)
+        return torch.einsum("bk,bkd->bd", r, comp_score).to(x_t.dtype)
+
+    # -- classes ------------------------------------------------------------------------------
+
+    def class_conditional(self, labels: Sequence[int]) -> "ClassConditionalMixture":
+        """Group the components into classes: ``labels[k]`` is the class id (0..C-1) of component k."""
+        return ClassConditionalMixture(self, labels)
+
+
+def _responsibilities(log_joint: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """softmax over components, restricted to mask [B, K] (True = allowed) when given."""
+    if mask is not None:
+        log_joint = log_joint.masked_fill(~mask, float("-inf"))
+    return torch.softmax(log_joint, dim=1)
+
+
+class ClassConditionalMixture:
+    r"""A mixture whose components are grouped into ``num_classes`` classes.
+
+    Class ``c`` has density :math:`p(x \mid c) \propto \sum_{k:\,\mathrm{label}_k = c} w_k \mathcal N(\mu_k, \Sigma_k)`,
+    so its exact denoiser is the full one with the responsibilities restricted to class ``c``'s
+    components and renormalised. The class id ``num_classes`` (the *null class*) and ``y=None``
+    mean unconditional: the full mixture. This is the exact reference for classifier-free guidance.
+    """
+
+    def __init__(self, mixture: GaussianMixture, labels: Sequence[int]):
+        if not isinstance(mixture, GaussianMixture):
+            raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+        try:
+            labels_t = torch.as_tensor(list(labels))
+        except (TypeError, ValueError) as err:
+            raise TypeError("labels must be a sequence of ints, one per component") from err
+        if labels_t.dim() != 1 or labels_t.shape[0] != mixture.K:
+            raise ValueError(f"labels must have one class id per component (K={mixture.K}), got shape "
+                             f"{tuple(labels_t.shape)}")
+        if labels_t.is_floating_point() or labels_t.dtype == torch.bool:
+            raise TypeError(f"labels must be ints, got dtype {labels_t.dtype}")
+        labels_t = labels_t.long()
+        if (labels_t < 0).any():
+            raise ValueError("labels must be class ids >= 0")
+        num_classes = int(labels_t.max()) + 1
+        present = torch.zeros(num_classes, dtype=torch.bool)
+        present[labels_t] = True
+        if not present.all():
+            missing = torch.nonzero(~present).flatten().tolist()
+            raise ValueError(f"labels must use every class id 0..{num_classes - 1}; missing {missing}")
+        for c in range(num_classes):
+            if mixture.weights[labels_t == c].sum() <= 0:
+                raise ValueError(f"class {c} has zero total weight")
+        self.base = mixture
+        self.labels = labels_t
+        self.num_classes = num_classes
+        # class_of_component[c, k]: may component k explain class c? Row C (the null class) allows all.
+        allowed = labels_t[None, :] == torch.arange(num_classes)[:, None]
+        self._allowed = torch.cat([allowed, torch.ones(1, mixture.K, dtype=torch.bool)])  # [C + 1, K]
+        self.class_weights = torch.stack([mixture.weights[labels_t == c].sum() for c in range(num_classes)])
+
+    def __repr__(self) -> str:
+        return f"ClassConditionalMixture(K={self.base.K}, D={self.base.D}, num_classes={self.num_classes})"
+
+    def mixture(self, c: int) -> GaussianMixture:
+        """The sub-mixture of class ``c`` (weights renormalised); ``c = num_classes`` gives the full mixture."""
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= self.num_classes:
+            raise ValueError(f"c must be an int in 0..{self.num_classes}, got {c!r}")
+        keep = self._allowed[c]
+        return GaussianMixture(self.base.weights[keep], self.base.means[keep], self.base.covs[keep])
+
+    def _mask(self, y, batch: int) -> Optional[torch.Tensor]:
+        if y is None:
+            return None
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+            raise TypeError(f"y must be a LongTensor of class ids [B] or None, got {type(y).__name__}"
+                            f"{'' if not isinstance(y, torch.Tensor) else ' of dtype ' + str(y.dtype)}")
+        if y.shape != (batch,):
+            raise ValueError(f"y must have shape [B] = [{batch}], got {tuple(y.shape)}")
+        if ((y < 0) | (y > self.num_classes)).any():
+            raise ValueError(f"y must hold class ids in 0..{self.num_classes} ({self.num_classes} = unconditional)")
+        return self._allowed.to(y.device)[y.long()]
+
+    def _batch(self, x_t) -> int:
+        return _check_points(x_t, self.base.D, "x_t").shape[0]
+
+    def denoise(self, x_t: torch.Tensor, a: Scalar, s: Scalar, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """E[x_0 | x_t, y] [B, D]; y [B] long (``num_classes`` or None = unconditional)."""
+        mask = self._mask(y, self._batch(x_t))
+        return self.base._denoise(x_t, a, s, mask)
+
+    def score(self, x_t: torch.Tensor, a: Scalar, s: Scalar, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """grad log p_t(x_t | y) [B, D]; y [B] long (``num_classes`` or None = unconditional)."""
+        mask = self._mask(y, self._batch(x_t))
+        return self.base._score(x_t, a, s, mask)
+
+    def posterior(self, x_t: torch.Tensor, a: Scalar, s: Scalar, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """p(k | x_t, y) [B, K]."""
+        mask = self._mask(y, self._batch(x_t))
+        x_t, x, a, s = self.base._prepare(x_t, a, s)
+        log_joint, _, _ = self.base._components(x, a, s)
+        return _responsibilities(log_joint, mask).to(x_t.dtype)
+
+    def sample(self, n: int, y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+               dtype: Optional[torch.dtype] = None):
+        """(x [n, D], y [n]): samples with their class ids; if ``y`` [n] is given, samples of those classes."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        if y is None:
+            x, comps = self.base.sample(n, generator=generator, return_labels=True, dtype=dtype)
+            return x, self.labels[comps]
+        mask = self._mask(y, n).to("cpu")
+        probs = self.base.weights[None, :] * mask  # [n, K]: class-restricted component weights
+        comps = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        x = self.base._sample_given_labels(comps, generator).to(dtype or torch.get_default_dtype())
+        return x, y
