@@ -146,30 +146,30 @@ def count_shapes(images, *, threshold: int = 100, min_area: int = 8) -> ShapeCou
     shape split in two by a dark line counts as two blobs, and two shapes of one type in one third
     as two, which is what makes such an image out of support.
     """
-    x = _as_uint8_hwc(images).astype(np.int32)
-    n = x.shape[0]
-    foreground = x.max(-1) > threshold
-    distance = ((x[..., None, :] - COLOURS.astype(np.int32)) ** 2).sum(-1)  # [N, H, W, 3 types]
-    kind = distance.argmin(-1)
+    x = _as_uint8_hwc(images)
+    n, _, width, _ = x.shape
+    image, row, col = np.nonzero(x.max(-1) > threshold)  # foreground pixels
+    rgb = x[image, row, col].astype(np.int32)  # [P, 3]
+    kind = ((rgb[:, None, :] - COLOURS.astype(np.int32)) ** 2).sum(-1).argmin(1)  # nearest colour, [P]
     counts = np.zeros((n, 3, 3), dtype=np.int64)
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = True  # 8-connected within an image, never across images
-    width = x.shape[2]
     bounds = np.array([b[1] for b in THIRDS]) * width / SIZE
     for k in range(3):
-        labels, m = ndimage.label(foreground & (kind == k), structure=structure)
+        mine = kind == k
+        mask = np.zeros(x.shape[:3], dtype=bool)
+        mask[image[mine], row[mine], col[mine]] = True
+        labels, m = ndimage.label(mask, structure=structure)
         if m == 0:
             continue
-        flat = labels.ravel()
-        area = np.bincount(flat, minlength=m + 1)[1:]
-        _, _, col = np.indices(labels.shape).reshape(3, -1)
-        image = np.zeros(m + 1, dtype=np.int64)
-        image[flat] = np.repeat(np.arange(n), labels[0].size)  # the image each blob lives in
-        centre = np.bincount(flat, weights=col, minlength=m + 1)[1:] / np.maximum(area, 1)
-        image = image[1:]
+        blob = labels[image[mine], row[mine], col[mine]]  # blob id of each pixel of type k
+        area = np.bincount(blob, minlength=m + 1)[1:]
+        centre = np.bincount(blob, weights=col[mine], minlength=m + 1)[1:] / area  # mean column
+        owner = np.zeros(m + 1, dtype=np.int64)
+        owner[blob] = image[mine]
         keep = area >= min_area
         third = np.searchsorted(bounds, centre[keep] + 0.5, side="right").clip(0, 2)
-        np.add.at(counts, (image[keep], third, k), 1)
+        np.add.at(counts, (owner[1:][keep], third, k), 1)
     own = counts[:, [0, 1, 2], [0, 1, 2]]  # [N, 3]: shapes of third j's own type
     foreign = counts.sum(2) - own
     in_support = (own <= 1).all(1) & (foreign == 0).all(1) & (own.sum(1) >= 1)
