@@ -113,3 +113,25 @@ def setup(kind: str = "toy", seed: int = 0, *, quiet: bool = False) -> Setup:
         print(f"mode: {run_mode} ({source}) | device: {nb.device} | seed: {seed}")
         print(" | ".join(f"{k} {v}" for k, v in versions().items()))
     return nb
+
+
+def markdown_table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A Markdown table; floats are written with 4 significant digits."""
+    if any(len(r) != len(headers) for r in rows):
+        raise ValueError(f"every row must have {len(headers)} cells (one per header)")
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def show_table(rows: list[list[Any]], headers: list[str]) -> None:
+    """Display a Markdown table in the notebook.
+
+    Tag the cell ``results`` for the closing paper-vs-course table: the site's results page is
+    built from those cells' outputs.
+    """
+    from IPython.display import Markdown, display
+
+    table = markdown_table(rows, headers)
+    display(Markdown(table))

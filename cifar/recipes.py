@@ -1,0 +1,118 @@
+"""Training recipes for the four CIFAR notebooks: what to train, on what, for how long.
+
+    recipe = get_recipe("01-hallucination", nb.mode)      # a fresh dict; edit it freely
+    result = train_recipe(recipe, loss_fn)                 # trains once, loads from the cache after
+
+A recipe is a plain, JSON-able dict, so it can be printed, edited and hashed (the hash keys the
+cache of trained runs):
+
+* ``data``: a :func:`cifar.data.load_dataset` spec;
+* ``model``: ``{"kind": "unet", "preset": ..., **UNet overrides}`` or
+  ``{"kind": "transformer", "preset": ..., "vocab_size": V, "length": L, **overrides}``;
+* ``train``: ``steps``, ``batch_size``, ``lr``, ``warmup``, ``weight_decay``, ``grad_clip``,
+  ``ema_decay``, ``seed``, ``checkpoint_every``, ``augment``, ``compile`` (see :func:`cifar.trainer.train`);
+* ``diffusion``: settings the lesson's loss and sampler read (the trainer ignores them, the cache key
+  does not): the noise schedule, what the net predicts, the label-drop rate for guidance.
+
+``quick`` recipes train a tiny net on Simple Shapes (generated, so no download) within a minute
+on 2 CPU cores; ``full`` recipes are sized for about 4 minutes on one H100 (from the throughput of
+``python -m cifar.bench``), and read CIFAR-10 where the lesson is about natural images.
+"""
+from __future__ import annotations
+
+import copy
+
+from .transformer import make_transformer
+from .unet import make_unet
+
+LESSONS = ("01-hallucination", "02-fpe-gap", "03-momentum", "04-masked-fhs")
+MODES = ("quick", "full")
+
+_QUICK_TRAIN = dict(steps=250, batch_size=32, lr=2e-3, warmup=25, weight_decay=0.0, grad_clip=1.0,
+                    ema_decay=0.99, seed=0, checkpoint_every=100, augment=None, compile=False)
+_FULL_TRAIN = dict(steps=6000, batch_size=128, lr=2e-4, warmup=200, weight_decay=0.0, grad_clip=1.0,
+                   ema_decay=0.9995, seed=0, checkpoint_every=1000, augment=None, compile=True)
+_DDPM = dict(T=1000, schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="eps")
+
+RECIPES = {
+    # Unconditional DDPM on Simple Shapes: count the samples outside the support.
+    "01-hallucination": {
+        "quick": dict(data=dict(name="shapes", n=1000, seed=0), model=dict(kind="unet", preset="tiny"),
+                      train=_QUICK_TRAIN, diffusion=_DDPM),
+        "full": dict(data=dict(name="shapes", n=5000, seed=0), model=dict(kind="unet", preset="default"),
+                     train=_FULL_TRAIN, diffusion=_DDPM),
+    },
+    # A score model (VP SDE, eps-parameterised) whose ODE and SDE samplers are compared.
+    "02-fpe-gap": {
+        "quick": dict(data=dict(name="shapes", n=1000, seed=0), model=dict(kind="unet", preset="tiny"),
+                      train=_QUICK_TRAIN, diffusion=dict(sde="vp", beta_min=0.1, beta_max=20.0, t_min=1e-3,
+                                                         prediction="eps")),
+        "full": dict(data=dict(name="cifar10", split="train"), model=dict(kind="unet", preset="default"),
+                     train={**_FULL_TRAIN, "augment": "hflip"},
+                     diffusion=dict(sde="vp", beta_min=0.1, beta_max=20.0, t_min=1e-3, prediction="eps")),
+    },
+    # A class-conditional net trained with label dropout, sampled with strong classifier-free guidance.
+    "03-momentum": {
+        "quick": dict(data=dict(name="shapes", n=1000, seed=0), model=dict(kind="unet", preset="tiny", num_classes=7),
+                      train=_QUICK_TRAIN, diffusion={**_DDPM, "p_uncond": 0.1}),
+        "full": dict(data=dict(name="cifar10", split="train"), model=dict(kind="unet", preset="default", num_classes=10),
+                     train={**_FULL_TRAIN, "augment": "hflip"}, diffusion={**_DDPM, "p_uncond": 0.1}),
+    },
+    # A time-agnostic masked diffusion model over grey-level tokens.
+    "04-masked-fhs": {
+        "quick": dict(data=dict(name="shapes", n=1000, seed=0, tokens=dict(kind="grey", levels=256, size=16)),
+                      model=dict(kind="transformer", preset="tiny", vocab_size=256, length=256),
+                      train={**_QUICK_TRAIN, "lr": 1e-3}, diffusion=dict(schedule="linear", mask_id=256)),
+        "full": dict(data=dict(name="cifar10", split="train", tokens=dict(kind="grey", levels=256, size=32)),
+                     model=dict(kind="transformer", preset="default", vocab_size=256, length=1024),
+                     train={**_FULL_TRAIN, "steps": 2500, "lr": 3e-4, "warmup": 250},
+                     diffusion=dict(schedule="linear", mask_id=256)),
+    },
+}
+
+
+def get_recipe(lesson: str, mode: str) -> dict:
+    """A deep copy of the recipe for ``lesson`` in ``mode`` ("quick" | "full"), with ``lesson`` and ``mode`` filled in."""
+    if lesson not in RECIPES:
+        raise ValueError(f"lesson must be one of {LESSONS}, got {lesson!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return {"lesson": lesson, "mode": mode, **copy.deepcopy(RECIPES[lesson][mode])}
+
+
+def check_recipe(recipe: dict) -> None:
+    """Raise ValueError/TypeError when a recipe misses a section or its model and data disagree."""
+    if not isinstance(recipe, dict):
+        raise TypeError(f"recipe must be a dict, got {type(recipe).__name__}")
+    for key in ("data", "model", "train"):
+        if not isinstance(recipe.get(key), dict):
+            raise ValueError(f"recipe[{key!r}] must be a dict")
+    for key in ("steps", "batch_size"):
+        if key not in recipe["train"]:
+            raise ValueError(f"recipe['train'] must set {key!r}")
+    model, tokens = recipe["model"], recipe["data"].get("tokens")
+    if model.get("kind") not in ("unet", "transformer"):
+        raise ValueError(f"recipe['model']['kind'] must be 'unet' or 'transformer', got {model.get('kind')!r}")
+    if (model["kind"] == "transformer") != (tokens is not None):
+        raise ValueError("a transformer trains on tokens and a unet on images: set recipe['data']['tokens'] "
+                         "exactly when recipe['model']['kind'] is 'transformer'")
+    if tokens is not None:
+        from .tokens import TokenView
+
+        view = TokenView(**tokens)
+        if (model.get("vocab_size"), model.get("length")) != (view.vocab_size, view.length):
+            raise ValueError(f"the token view has vocab_size {view.vocab_size} and length {view.length}, the model "
+                             f"{model.get('vocab_size')} and {model.get('length')}")
+
+
+def build_model(spec: dict):
+    """The untrained network a recipe's ``model`` section describes."""
+    if not isinstance(spec, dict) or spec.get("kind") not in ("unet", "transformer"):
+        raise ValueError(f"spec must be a dict with kind 'unet' or 'transformer', got {spec!r}")
+    args = {k: v for k, v in spec.items() if k not in ("kind", "preset")}
+    for key, value in args.items():
+        if isinstance(value, list):
+            args[key] = tuple(value)  # JSON has no tuples
+    if spec["kind"] == "unet":
+        return make_unet(spec.get("preset", "default"), **args)
+    return make_transformer(spec.get("preset", "default"), **args)

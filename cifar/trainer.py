@@ -1,0 +1,401 @@
+"""One trainer for every lesson: the lesson brings the loss, the trainer does the rest.
+
+    def loss_fn(model, batch, generator):          # batch: the tensors of `data`, indexed, on the device
+        x0 = to_model_space(batch[0])
+        ...                                        # draw noise with `generator`, return a scalar
+    result = train(model, (images, labels), loss_fn, steps=2000, batch_size=128, lr=2e-4,
+                   checkpoint="runs/shapes.pt")
+    result.ema                                     # the EMA weights, ready to sample from
+
+What it does at each step: picks a batch (uniformly with replacement), calls ``loss_fn`` under bf16
+autocast on CUDA, clips the gradient norm, takes an AdamW step at a learning rate warmed up
+linearly over ``warmup`` steps, and updates the EMA weights.
+
+Randomness is a function of (seed, step, rank): the batch indices and the generator handed to
+``loss_fn`` are re-seeded from it at every step. So a run resumed from a checkpoint draws exactly
+what the uninterrupted run drew, and every rank of a multi-GPU run picks the same global batch and
+keeps its own slice. The global torch RNG (dropout) is saved in checkpoints too (rank 0's).
+
+Checkpoints hold model, EMA, optimizer, step, loss history and RNG state. They are written every
+``checkpoint_every`` steps and at the end, to a temporary file then renamed over the old one (a
+crash mid-write leaves the previous checkpoint intact), and read with ``weights_only=True``. With
+``resume=True`` (the default) an existing checkpoint is continued; a finished one is returned at
+once, which is how :func:`train_recipe` caches whole runs by recipe.
+
+Several GPUs: launch the same script with ``torchrun --nproc_per_node=K script.py``; the trainer
+sees the environment, joins the process group (NCCL on CUDA, gloo on CPU), wraps the model in
+DistributedDataParallel and splits each global batch of ``batch_size`` into K slices. Rank 0 alone
+writes checkpoints and shows progress. Nothing changes in the calling code.
+
+``compile=True`` runs the model through ``torch.compile``; when compilation or a compiled step
+raises (inductor has crashed on some GPU/torch pairs when a graph recompiled), the trainer warns,
+drops back to the eager model and redoes the step, so a compiler failure never ends a lesson.
+(An error that corrupts the CUDA context itself cannot be recovered from inside the process.)
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import math
+import os
+import pathlib
+import random
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+CHECKPOINT_FORMAT = "dfm-cifar-checkpoint/1"
+_MASK64 = (1 << 63) - 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (corrupt, truncated, of another format or another model)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``model``: the trained weights (unwrapped, eval mode); ``ema``: their exponential moving
+    average (eval mode, what lessons sample from); ``losses``: the loss at every step since step 0;
+    ``step``: steps done; ``seconds``: training time in this call (0 when loaded); ``from_cache``:
+    True when nothing was trained; ``path``: the checkpoint file, if any.
+    """
+
+    model: nn.Module
+    ema: nn.Module
+    losses: list[float]
+    step: int
+    seconds: float = 0.0
+    from_cache: bool = False
+    path: pathlib.Path | None = None
+    recipe: dict | None = None
+    items_per_second: float = field(default=float("nan"))
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`train` (``weights_only=True``); :class:`CheckpointError` if unreadable."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, bad pickle, unsafe global, ...
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}); delete it to start over") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this trainer (format {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _stream_seed(seed: int, step: int, rank: int, stream: int) -> int:
+    """A 63-bit seed from (seed, step, rank, stream), well mixed (splitmix64)."""
+    z = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + rank * 0x94D049BB133111EB + stream) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return (z ^ (z >> 31)) & _MASK64
+
+
+def _distributed(device):
+    """(rank, world, device): joins the process group a launcher (torchrun) describes in the environment."""
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1, device
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    e_params, m_params = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(e_params, m_params, 1.0 - decay)  # e <- decay * e + (1 - decay) * m
+    for e, m in zip(ema.buffers(), model.buffers()):
+        e.copy_(m)
+
+
+def _check_data(data) -> tuple[torch.Tensor, ...]:
+    tensors = (data,) if isinstance(data, torch.Tensor) else tuple(data) if isinstance(data, (tuple, list)) else None
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError("data must be a tensor or a tuple of tensors sharing their first dimension")
+    if len({len(t) for t in tensors}) != 1 or len(tensors[0]) == 0:
+        raise ValueError(f"data tensors must be non-empty with equal lengths, got {[len(t) for t in tensors]}")
+    return tensors
+
+
+# ------------------------------------------------------------------------------------------- train
+def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
+          loss_fn: Callable[[nn.Module, tuple, torch.Generator], torch.Tensor], *, steps: int, batch_size: int,
+          lr: float = 2e-4, warmup: int = 100, weight_decay: float = 0.0, grad_clip: float | None = 1.0,
+          ema_decay: float = 0.999, seed: int = 0, checkpoint: str | os.PathLike | None = None,
+          checkpoint_every: int = 500, resume: bool = True, device: str | torch.device | None = None,
+          amp: str = "auto", compile: bool = False, augment: str | None = None, progress: bool = True,
+          recipe: dict | None = None, log_every: int = 25) -> TrainResult:
+    """Train ``model`` for ``steps`` steps of ``loss_fn`` on batches of ``data``; see the module docstring.
+
+    ``data``: a tensor or tuple of tensors [N, ...] (images uint8 [N, 3, 32, 32], labels [N], tokens
+    [N, L], ...); each batch is the same tuple indexed by ``batch_size`` random rows, on the device.
+    ``loss_fn(model, batch, generator) -> scalar``; ``generator`` lives on the training device.
+    ``batch_size`` is global (split over ranks). ``amp``: "auto" (bf16 on CUDA), "bf16" or "fp32".
+    ``augment``: None or "hflip" (random horizontal flips of the first tensor; not for Simple Shapes,
+    whose thirds are typed). ``recipe`` is stored in the checkpoint for reference.
+    """
+    tensors = _check_data(data)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
+                        ("log_every", log_every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable as loss_fn(model, batch, generator)")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+    if amp not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"amp must be 'auto', 'bf16' or 'fp32', got {amp!r}")
+    if augment not in (None, "hflip"):
+        raise ValueError(f"augment must be None or 'hflip', got {augment!r}")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, device = _distributed(device)
+    if batch_size % world:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+    local = batch_size // world
+    use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    cuda = device.type == "cuda"
+
+    model = model.to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)  # only 4-D weights change layout
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999),
+                                  **({"fused": True} if cuda else {}))
+    step, losses = 0, []
+    path = pathlib.Path(checkpoint) if checkpoint is not None else None
+    if path is not None and resume and path.exists():
+        state = load_checkpoint(path, map_location=device)
+        if state["step"] > steps:
+            raise CheckpointError(f"{path} is at step {state['step']}, beyond the {steps} steps asked for")
+        try:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{path} does not fit this model or optimizer: {error}") from error
+        step, losses = int(state["step"]), list(state["losses"])
+        _set_rng_state(state["rng"])
+    else:
+        torch.manual_seed(_stream_seed(seed, 0, rank, 3))
+
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if world > 1 else model
+    runner = net
+    if compile and step < steps:
+        try:
+            runner = torch.compile(net)
+        except Exception as error:  # e.g. no compiler toolchain
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly")
+    data_device = device if cuda and sum(t.numel() * t.element_size() for t in tensors) < 2 << 30 else torch.device("cpu")
+    tensors = tuple(t.to(data_device) for t in tensors)
+    n = len(tensors[0])
+
+    def state_dict() -> dict:
+        return {"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "losses": list(losses), "rng": _rng_state(),
+                "recipe": recipe, "world_size": world, "batch_size": batch_size}
+
+    def one_step(fn, batch, generator):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = loss_fn(fn, batch, generator)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
+                            f"{tuple(getattr(loss, 'shape', ()))}")
+        loss.backward()
+        return loss
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, initial=step, disable=not progress or rank != 0, mininterval=2.0, unit="step",
+               dynamic_ncols=True)
+    pending: list[torch.Tensor] = []
+    start_step, start = step, time.perf_counter()
+    model.train()
+    while step < steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        g_data = torch.Generator().manual_seed(_stream_seed(seed, step, 0, 1))
+        idx = torch.randint(n, (batch_size,), generator=g_data)
+        flip = torch.rand(batch_size, generator=g_data) < 0.5 if augment == "hflip" else None
+        mine = slice(rank * local, (rank + 1) * local)
+        batch = [t[idx[mine].to(data_device)].to(device, non_blocking=True) for t in tensors]
+        if flip is not None:
+            batch[0] = torch.where(flip[mine].to(device).view(-1, *[1] * (batch[0].ndim - 1)),
+                                   batch[0].flip(-1), batch[0])
+        if cuda and batch[0].ndim == 4:
+            batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+        batch = tuple(batch)
+        generator = torch.Generator(device=device).manual_seed(_stream_seed(seed, step, rank, 2))
+        try:
+            loss = one_step(runner, batch, generator)
+        except Exception as error:
+            if runner is net:
+                raise
+            warnings.warn(f"compiled step failed ({type(error).__name__}: {str(error)[:300]}); "
+                          "falling back to the eager model")
+            runner = net
+            optimizer.zero_grad(set_to_none=True)
+            generator = torch.Generator(device=device).manual_seed(_stream_seed(seed, step, rank, 2))
+            loss = one_step(runner, batch, generator)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+        pending.append(loss.detach().float())
+        step += 1
+        if step % log_every == 0 or step == steps or (path is not None and step % checkpoint_every == 0):
+            losses.extend(torch.stack(pending).tolist())
+            pending.clear()
+            done = step - start_step
+            rate = done * batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", items_per_s=f"{rate:,.0f}", refresh=False)
+        bar.update(1)
+        if path is not None and rank == 0 and (step % checkpoint_every == 0 or step == steps):
+            save_checkpoint(path, state_dict())
+    bar.close()
+    seconds = time.perf_counter() - start
+    if path is not None and rank == 0 and step == start_step and not path.exists():
+        save_checkpoint(path, state_dict())
+    if world > 1:
+        dist.barrier()
+    model.eval()
+    done = step - start_step
+    return TrainResult(model=model, ema=ema, losses=losses, step=step, seconds=seconds if done else 0.0,
+                       from_cache=done == 0, path=path, recipe=recipe,
+                       items_per_second=done * batch_size / seconds if done else float("nan"))
+
+
+# ------------------------------------------------------------------------------------------ recipes
+def recipe_key(recipe: dict, loss_fn: Callable | None = None) -> str:
+    """A 12-hex-digit key of a recipe (and of the loss function's source, when it can be read)."""
+    try:
+        text = json.dumps(recipe, sort_keys=True)
+    except TypeError as error:
+        raise TypeError(f"recipe must hold only JSON types (dict, list, str, number, bool, None): {error}") from error
+    if loss_fn is not None:
+        try:
+            text += inspect.getsource(loss_fn)
+        except (OSError, TypeError):
+            text += getattr(loss_fn, "__qualname__", repr(type(loss_fn)))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_path(recipe: dict, loss_fn: Callable | None = None, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """Where :func:`train_recipe` keeps the run of ``recipe``: ``<cache>/runs/<lesson>-<mode>-<key>.pt``."""
+    from .cifar10 import data_dir
+
+    folder = pathlib.Path(cache_dir) if cache_dir is not None else data_dir() / "runs"
+    name = f"{recipe.get('lesson', 'run')}-{recipe.get('mode', 'custom')}-{recipe_key(recipe, loss_fn)}.pt"
+    return folder / name
+
+
+def load_run(path: str | os.PathLike, model: nn.Module) -> TrainResult:
+    """A finished run from its checkpoint: ``model`` gets the weights, a copy of it the EMA weights."""
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+        ema = copy.deepcopy(model)
+        ema.load_state_dict(state["ema"])
+    except (RuntimeError, KeyError) as error:
+        raise CheckpointError(f"{path} does not fit this model: {error}") from error
+    return TrainResult(model=model.eval(), ema=ema.eval().requires_grad_(False), losses=list(state["losses"]),
+                       step=int(state["step"]), from_cache=True, path=pathlib.Path(path), recipe=state.get("recipe"))
+
+
+def train_recipe(recipe: dict, loss_fn: Callable, *, cache_dir: str | os.PathLike | None = None,
+                 retrain: bool = False, device: str | torch.device | None = None, compile: bool | None = None,
+                 progress: bool = True, data: Sequence[torch.Tensor] | None = None) -> TrainResult:
+    """Train the model a recipe describes with ``loss_fn``, or load it if this recipe already ran.
+
+    The run lives at :func:`run_path` (keyed by the recipe and the loss's source); an interrupted
+    run resumes from its last checkpoint, a finished one loads without touching the data.
+    ``compile`` defaults to the recipe's ``train.compile`` on CUDA and to False on the CPU.
+    ``data`` replaces the recipe's dataset (e.g. tensors the notebook already holds).
+    Moves the returned models to ``device`` (default: CUDA when present).
+    """
+    from .recipes import build_model, check_recipe
+
+    check_recipe(recipe)
+    path = run_path(recipe, loss_fn, cache_dir)
+    cfg = recipe["train"]
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if retrain and path.exists():
+        path.unlink()
+    if path.exists():
+        state = load_checkpoint(path)
+        if state["step"] >= cfg["steps"]:
+            result = load_run(path, build_model(recipe["model"]))
+            result.model.to(device)
+            result.ema.to(device)
+            return result
+    if data is None:
+        from .data import load_dataset
+
+        data = load_dataset(recipe["data"])
+    compile = bool(cfg.get("compile", False)) and device.type == "cuda" if compile is None else compile
+    train_args = {k: cfg[k] for k in ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
+                                      "checkpoint_every", "augment") if k in cfg}
+    return train(build_model(recipe["model"]), data, loss_fn, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                 checkpoint=path, resume=True, device=device, compile=compile, progress=progress, recipe=recipe,
+                 **train_args)

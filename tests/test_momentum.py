@@ -1,0 +1,291 @@
+"""Lesson 03: the momentum paper's claims at small size, and bad input (minimal/momentum.py)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minimal.momentum import (
+    ghvb_coeffs, is_stable, linear_alphas_cumprod, lmm_polynomials, lmm_solve, momentum_number,
+    real_stability_interval, sample, sampler_spec, stability_boundary, uniform_timesteps,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Stability regions
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order, end", [(1, -2.0), (2, -1.0), (3, -6 / 11), (4, -3 / 10)])
+def test_adams_bashforth_real_interval_ends(order, end):
+    assert real_stability_interval("ab", order) == pytest.approx(end, abs=1e-8)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("beta", [0.9, 0.8, 0.5])
+def test_heavy_ball_stretches_the_interval_by_two_minus_beta_over_beta(order, beta):
+    ab = real_stability_interval("ab", order)
+    hb = real_stability_interval("hb", order, beta)
+    assert hb / ab == pytest.approx((2 - beta) / beta, rel=1e-7)
+
+
+@pytest.mark.parametrize("beta", [0.9, 0.8, 0.5])
+def test_ghvb_interval_lies_between_neighbouring_orders_and_below_hb(beta):
+    # GHVB 2: -(2 - beta) exactly; GHVB 4 at 0.8: -0.353 (the fact sheet); always less than HB's.
+    assert real_stability_interval("ghvb", 2, beta) == pytest.approx(-(2 - beta), abs=1e-8)
+    for r in (2, 3, 4):
+        g = real_stability_interval("ghvb", r, beta)
+        assert real_stability_interval("ab", r) > g > real_stability_interval("ab", r - 1)
+        assert g > real_stability_interval("hb", r, beta)
+    assert real_stability_interval("ghvb", 4, 0.8) == pytest.approx(-0.353, abs=5e-4)
+
+
+def test_is_stable_matches_the_interval_and_the_boundary_locus():
+    assert is_stable(-1.99, "ab", 1) and not is_stable(-2.01, "ab", 1)
+    assert is_stable(-0.29, "ab", 4) and not is_stable(-0.31, "ab", 4)
+    assert is_stable(-0.44, "hb", 4, 0.8) and not is_stable(-0.46, "hb", 4, 0.8)
+    assert not is_stable(0.1, "ab", 2)                        # growing solutions are not damped
+    # Euler's region is the unit disc about -1, and its boundary locus is that circle.
+    z = np.array([-1 + 0.9j, -1 + 1.1j, -0.05, -1.95])
+    assert is_stable(z, "ab", 1).tolist() == [True, False, True, True]
+    s = stability_boundary("ab", 1, n=64)
+    assert np.allclose(np.abs(s + 1), 1)
+    # On every boundary point some root of the characteristic polynomial has modulus 1.
+    for method, order, beta in [("ab", 3, 1.0), ("hb", 2, 0.7), ("ghvb", 4, 0.6)]:
+        a, b = lmm_polynomials(method, order, beta)
+        for zz in stability_boundary(method, order, beta, n=37)[::6]:
+            roots = np.roots(a - zz * b)        # highest power of zeta first
+            assert np.min(np.abs(np.abs(roots) - 1)) < 1e-8
+
+
+def test_ghvb_coefficients_sum_to_beta_and_reduce_to_adams_bashforth():
+    for r in (1, 2, 3, 4):
+        for beta in (0.3, 0.8, 1.0):
+            assert sum(ghvb_coeffs(r, beta)) == pytest.approx(beta)
+        a_g, b_g = lmm_polynomials("ghvb", r, 1.0)
+        a, b = lmm_polynomials("ab", r)
+        pad = lambda p: np.pad(p, (0, 6 - len(p)))
+        assert np.allclose(pad(b_g), pad(b)) and np.allclose(pad(a_g), pad(a))   # 1 - (1 - beta) w = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's App. C toy: x' = [[0, 1], [-9, -10]] x, 26 steps on [0, 3]
+# ---------------------------------------------------------------------------------------------
+
+M = torch.tensor([[0.0, 1.0], [-9.0, -10.0]], dtype=torch.float64)
+FACT_SHEET_X3 = {  # x(3) from the fact sheet (computed with the official code's warm-up)
+    ("ab", 1, 1.0): (-0.0464, 0.0464), ("ab", 2, 1.0): (0.102, -1.373),
+    ("hb", 2, 0.8): (-0.0515, 0.0515), ("hb", 2, 0.9): (-0.0543, 0.0537),
+    ("ghvb", 2, 0.8): (-0.0567, 0.0557), ("ghvb", 2, 0.9): (-0.0514, 0.0090),
+}
+
+
+@pytest.mark.parametrize("spec", list(FACT_SHEET_X3), ids=str)
+def test_appendix_c_toy_reproduces_the_fact_sheet(spec):
+    x = lmm_solve(lambda x, t: M @ x, torch.tensor([-1.0, 0.0], dtype=torch.float64),
+                  torch.linspace(0, 3, 27, dtype=torch.float64), *spec)
+    assert x.tolist() == pytest.approx(FACT_SHEET_X3[spec], abs=6e-4)
+
+
+def test_appendix_c_ab2_diverges_while_momentum_converges():
+    ts = torch.linspace(0, 3, 27, dtype=torch.float64)
+    x0 = torch.tensor([-1.0, 0.0], dtype=torch.float64)
+    norm = lambda *spec: lmm_solve(lambda x, t: M @ x, x0, ts, *spec).norm().item()
+    exact = math.sqrt(2) * 9 / 8 * math.exp(-3)
+    assert norm("ab", 2) > 10 * exact
+    assert abs(norm("hb", 2, 0.8) - exact) < 0.2 * exact
+    assert abs(norm("ghvb", 2, 0.8) - exact) < 0.1 * exact
+    # z = delta * (-9) = -27/26 is just outside AB2's interval [-1, 0] and inside the others'.
+    z = -27 / 26
+    assert not is_stable(z, "ab", 2) and is_stable(z, "hb", 2, 0.8) and is_stable(z, "ghvb", 2, 0.8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders of convergence on a smooth ODE (logistic growth)
+# ---------------------------------------------------------------------------------------------
+
+def _logistic(t, x0=0.2):
+    return torch.tensor([1 / (1 + (1 / x0 - 1) * math.exp(-t))], dtype=torch.float64)
+
+
+def _observed_order(method, order, beta, Ns, exact_start):
+    errs = []
+    for N in Ns:
+        ts = torch.linspace(0, 2, N + 1, dtype=torch.float64)
+        x = lmm_solve(lambda x, t: x * (1 - x), _logistic(0.0), ts, method, order, beta,
+                      start=_logistic if exact_start else None)
+        errs.append((x - _logistic(2.0)).abs().item())
+    return -np.polyfit(np.log(Ns), np.log(errs), 1)[0]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (("ab", 4, 1.0), 4), (("ghvb", 2, 0.5), 2), (("ghvb", 3, 0.5), 3), (("ghvb", 4, 0.8), 4),
+    (("hb", 4, 0.8), 1), (("hb", 2, 0.5), 1), (("ghvb", 1, 0.5), 1),
+])
+def test_orders_of_convergence_from_exact_starting_values(spec, expected):
+    Ns = [20, 40, 80] if expected > 1 else [80, 160, 320]
+    assert _observed_order(*spec, Ns, exact_start=True) == pytest.approx(expected, abs=0.25)
+
+
+@pytest.mark.parametrize("spec", [("ab", 4, 1.0), ("ghvb", 4, 0.8)])
+def test_lower_order_warm_up_caps_the_observed_order_at_two(spec):
+    assert _observed_order(*spec, [20, 40, 80], exact_start=False) == pytest.approx(2, abs=0.25)
+
+
+@pytest.mark.parametrize("method, order, beta", [("hb", 3, 0.7), ("ghvb", 3, 0.7), ("ghvb", 4, 0.4)])
+def test_velocity_form_obeys_the_x_only_recurrence(method, order, beta):
+    # After the warm-up, the official code's v-form and the polynomials (7) are the same method.
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    f = lambda x, t: J @ x + math.sin(t)
+    ts = torch.linspace(0, 1, 21, dtype=torch.float64)
+    xs = lmm_solve(f, torch.ones(3, dtype=torch.float64), ts, method, order, beta, return_trajectory=True)
+    a, b = lmm_polynomials(method, order, beta)
+    K, delta = len(a) - 1, ts[1] - ts[0]
+    for n in range(order + 2, len(ts) - 1):
+        lhs = sum(a[j] * xs[n + 1 - j] for j in range(K + 1))
+        rhs = delta * sum(b[j] * f(xs[n + 1 - j], ts[n + 1 - j].item()) for j in range(1, K + 1))
+        assert torch.allclose(lhs, rhs, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diffusion sampling
+# ---------------------------------------------------------------------------------------------
+
+ABAR = linear_alphas_cumprod()
+
+
+def _gaussian_eps(mu, s):
+    """Exact eps of 1-D data N(mu, s^2): x_t ~ N(a mu, a^2 s^2 + 1 - a^2)."""
+    def eps(x, t, cond):
+        a2 = ABAR[t].reshape(-1, 1)
+        return (1 - a2).sqrt() * (x - a2.sqrt() * mu) / (a2 * s**2 + 1 - a2)
+    return eps
+
+
+@pytest.mark.parametrize("name, tol", [("DDIM", 4e-2), ("PLMS4", 1e-3), ("PLMS4 + HB 0.9", 1e-2),
+                                       ("GHVB 3.8", 1e-3), ("DPM-Solver++", 2e-2), ("DPM-Solver++ w/ HB 0.9", 1e-2)])
+def test_samplers_reach_the_exact_flow_map_of_a_gaussian(name, tol):
+    # For Gaussian data the ODE (2) keeps (xbar - mu) / sqrt(s^2 + sigma^2) fixed: x_0 is known exactly.
+    mu, s = 1.5, 0.5
+    x_T = torch.linspace(-2, 2, 9, dtype=torch.float64).reshape(-1, 1)
+    steps = uniform_timesteps(112)                        # 999, 990, ..., 0: equal spacing
+    a2 = ABAR[steps[0]]
+    xbar_T, sigma_T = x_T / a2.sqrt(), ((1 - a2) / a2).sqrt()
+    exact = mu + s * (xbar_T - mu) / (s**2 + sigma_T**2).sqrt()
+    x0 = sample(_gaussian_eps(mu, s), x_T, ABAR, steps, *sampler_spec(name))
+    assert (x0 - exact).abs().max() < tol
+
+
+def test_guidance_costs_two_evaluations_per_step_and_mixes_them():
+    calls = []
+
+    def eps(x, t, cond):
+        calls.append(cond)
+        return torch.zeros_like(x) if cond is None else torch.ones_like(x)
+
+    x_T = torch.zeros(4, 2, dtype=torch.float64)
+    y = torch.zeros(4, dtype=torch.long)
+    sample(eps, x_T, ABAR, uniform_timesteps(5), "ab", guidance=1.0, cond=y)
+    assert len(calls) == 5
+    calls.clear()
+    # eps = 0 + 3 (1 - 0) = 3 everywhere: DDIM gives xbar_N = xbar_0 + (0 - sigma_0) 3.
+    x0 = sample(eps, x_T, ABAR, uniform_timesteps(5), "ab", guidance=3.0, cond=y)
+    assert len(calls) == 10 and calls.count(None) == 5
+    sigma0 = ((1 - ABAR[999]) / ABAR[999]).sqrt()
+    assert torch.allclose(x0, torch.full_like(x0, -3 * sigma0.item()))
+
+
+def test_heavy_ball_curbs_divergence_of_guided_plms4():
+    # Four narrow modes in two classes, exact class-conditional eps, guidance 8, 8 steps.
+    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, -2.0]], dtype=torch.float64)
+    labels, std = torch.tensor([0, 1, 0, 1]), 0.1
+
+    def eps(x, t, y):
+        a, s2 = ABAR[t].sqrt()[:, None], 1 - ABAR[t][:, None]
+        var = a**2 * std**2 + s2
+        logits = -((x[:, None] - a[:, None] * means) ** 2).sum(-1) / (2 * var)
+        if y is not None:
+            logits = logits.masked_fill(labels[None] != y[:, None], -math.inf)
+        score = (logits.softmax(-1)[:, :, None] * (a[:, None] * means - x[:, None])).sum(1) / var
+        return -s2.sqrt() * score
+
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(500, 2, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (500,), generator=g)
+    off = {}
+    for name in ("PLMS4", "PLMS4 + HB 0.8", "DDIM"):
+        x0 = sample(eps, x_T, ABAR, uniform_timesteps(8), *sampler_spec(name), guidance=8.0, cond=y)
+        off[name] = (torch.cdist(x0, means).min(1).values > 5 * std).double().mean().item()
+    assert off["PLMS4"] > 0.5 and off["PLMS4 + HB 0.8"] < 0.75 * off["PLMS4"], off
+    assert off["DDIM"] < off["PLMS4 + HB 0.8"], off
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m, expected", [(3.8, (4, 0.8)), (4, (4, 1.0)), (0.8, (1, 0.8)), (1.5, (2, 0.5)),
+                                         ("GHVB 3.8", (4, 0.8)), ("PLMS4 + HB 0.8", (4, 0.8)),
+                                         ("PLMS4 w/ HB 0.9", (4, 0.9)), ("DDIM", (1, 1.0))])
+def test_momentum_number(m, expected):
+    order, beta = momentum_number(m)
+    assert order == expected[0] and beta == pytest.approx(expected[1])
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("DDIM", ("ab", 1, 1.0)), ("PLMS2", ("ab", 2, 1.0)), ("PLMS4 + HB 0.8", ("hb", 4, 0.8)),
+    ("HB 0.8", ("hb", 1, 0.8)), ("GHVB 1.8", ("ghvb", 2, 0.8)), ("GHVB 3", ("ab", 3, 1.0)),
+    ("DPM-Solver++", ("dpm++", 2, 1.0)), ("DPM-Solver++ w/ HB 0.8", ("dpm++", 2, 0.8)),
+])
+def test_sampler_spec(name, expected):
+    method, order, beta = sampler_spec(name)
+    assert (method, order) == expected[:2] and beta == pytest.approx(expected[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+F = lambda x, t: -x
+X0 = torch.ones(2)
+TS = torch.linspace(0, 1, 5)
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(order=0), ValueError, "order"), (dict(order=5), ValueError, "order"),
+    (dict(order=2.0), TypeError, "order"), (dict(method="rk4"), ValueError, "method"),
+    (dict(method="hb", beta=0.0), ValueError, "beta"), (dict(method="ghvb", beta=1.5), ValueError, "beta"),
+    (dict(beta=0.8), ValueError, "beta"), (dict(ts=[0.0, 0.5, 0.4, 1.0]), ValueError, "ts"),
+    (dict(ts=[0.0]), ValueError, "ts"), (dict(f=3), TypeError, "f"), (dict(x0=[1.0]), TypeError, "x0"),
+])
+def test_lmm_solve_rejects_bad_input(kwargs, exc, word):
+    args = dict(f=F, x0=X0, ts=TS, method="ab", order=1, beta=1.0) | kwargs
+    with pytest.raises(exc, match=word):
+        lmm_solve(**args)
+
+
+def _never(*args):
+    raise AssertionError("the model must not be called on bad input")
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(guidance=7.5), ValueError, "cond"), (dict(order=5), ValueError, "order"),
+    (dict(method="dpm++", order=3), ValueError, "order"), (dict(method="hb", beta=0.0), ValueError, "beta"),
+    (dict(timesteps=[10, 500, 999]), ValueError, "timesteps"), (dict(timesteps=[1000, 0]), ValueError, "timesteps"),
+    (dict(guidance=-1.0, cond=torch.zeros(2)), ValueError, "guidance"),
+    (dict(x_T=torch.zeros(2, dtype=torch.long)), TypeError, "x_T"),
+])
+def test_sample_rejects_bad_input_before_any_work(kwargs, exc, word):
+    args = dict(eps_model=_never, x_T=torch.zeros(2, 1), alphas_cumprod=ABAR, timesteps=[999, 500, 0],
+                method="ab", order=1, beta=1.0) | kwargs
+    with pytest.raises(exc, match=word):
+        sample(**args)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: is_stable(-1.0, "ab", 5), lambda: real_stability_interval("hb", 2, 1.2),
+    lambda: stability_boundary("ghvb", 0, 0.5), lambda: momentum_number(4.5), lambda: sampler_spec("RK45"),
+])
+def test_stability_and_names_reject_bad_input(call):
+    with pytest.raises(ValueError):
+        call()

@@ -1,0 +1,152 @@
+r"""A small time-conditioned MLP for 1D/2D diffusion, optionally class-conditioned.
+
+The network reads a point ``x`` [B, D], a time ``t`` [B] (a float; DDPM integer steps pass ``t / T``)
+and optionally a class id ``y`` [B]. What its output *means* is set by ``output``, which only fixes
+the output's shape; the loss gives it its meaning:
+
+* ``"eps"``: the noise :math:`\epsilon_\theta(x_t, t)` [B, D] (DDPM);
+* ``"x0"``: the clean point :math:`\hat x_0(x_t, t)` [B, D];
+* ``"score"``: :math:`s_\theta(x_t, t) \approx \nabla\log p_t(x_t)` [B, D];
+* ``"potential"``: a scalar :math:`\phi_\theta(x_t, t)` [B] whose gradient is the score,
+  :math:`s_\theta = \nabla_x \phi_\theta` (so :meth:`MLP.score` exists; lesson 02's Fokker-Planck
+  residual needs :math:`\phi` itself, its time derivative and its Laplacian).
+
+Architecture. The time enters through sinusoidal features :math:`[\sin(\omega_i t), \cos(\omega_i t)]`
+with frequencies :math:`\omega_i` spaced geometrically from 1 to 1000, so both t = 1 and one DDPM step
+t = 1/1000 are resolved. Time features (and the class embedding) are mapped to a conditioning vector
+``c``, which is added inside every hidden layer: :math:`h_{l+1} = \mathrm{SiLU}(W_l h_l + V_l c)`.
+SiLU is smooth, so the potential's second derivatives exist everywhere.
+With ``num_classes = C``, class id ``C`` is the *null class* (no condition); it is used wherever
+``y`` is None, and a loss can drop labels to it for classifier-free guidance.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "sinusoidal_features", "OUTPUTS"]
+
+OUTPUTS = ("eps", "x0", "score", "potential")
+
+
+def sinusoidal_features(t: torch.Tensor, num_features: int, max_frequency: float = 1000.0) -> torch.Tensor:
+    """[sin(w_i t), cos(w_i t)] with w_i geometric in [1, max_frequency]: t [B] -> [B, num_features]."""
+    half = num_features // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(max_frequency), half, device=t.device, dtype=t.dtype))
+    angles = t[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def _check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class MLP(nn.Module):
+    """Time- (and optionally class-) conditioned MLP.
+
+    Args:
+        dim: data dimension D (1 or 2 in this course; any D >= 1 works).
+        hidden: width of the hidden layers.
+        depth: number of hidden layers.
+        output: "eps" | "x0" | "score" (forward returns [B, D]) or "potential" (forward returns [B]).
+        num_classes: C for a class-conditional model; ids 0..C-1 are classes, C is the null class.
+        time_features: number of sinusoidal time features (even, >= 2).
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, output: str = "eps",
+                 num_classes: Optional[int] = None, time_features: int = 16):
+        _check_positive_int(dim, "dim")
+        _check_positive_int(hidden, "hidden")
+        _check_positive_int(depth, "depth")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if num_classes is not None:
+            _check_positive_int(num_classes, "num_classes")
+        _check_positive_int(time_features, "time_features", minimum=2)
+        if time_features % 2:
+            raise ValueError(f"time_features must be even (sin and cos pairs), got {time_features}")
+        super().__init__()
+        self.dim, self.hidden, self.depth = dim, hidden, depth
+        self.output, self.num_classes, self.time_features = output, num_classes, time_features
+        self.null_class = num_classes  # None for an unconditional model
+
+        self.time_mlp = nn.Sequential(nn.Linear(time_features, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.class_embedding = nn.Embedding(num_classes + 1, hidden) if num_classes is not None else None
+        self.input = nn.Linear(dim, hidden)
+        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.conditions = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.out = nn.Linear(hidden, 1 if output == "potential" else dim)
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}, num_classes={self.num_classes}"
+
+    def _check(self, x, t, y):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape [B, {self.dim}], got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape [B, {self.dim}], got {tuple(x.shape)}")
+        B = x.shape[0]
+        if isinstance(t, bool):
+            raise TypeError("t must be a float or a tensor of shape [B], got bool")
+        if isinstance(t, (int, float)):
+            t = torch.full((B,), float(t), device=x.device, dtype=x.dtype)
+        elif isinstance(t, torch.Tensor):
+            if t.numel() == 1:
+                t = t.reshape(1).expand(B)
+            elif t.shape in ((B,), (B, 1)):
+                t = t.reshape(B)
+            else:
+                raise ValueError(f"t must be a float or a tensor of shape [B] = [{B}], got {tuple(t.shape)}")
+            t = t.to(device=x.device, dtype=x.dtype)
+        else:
+            raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
+        if y is not None:
+            if self.num_classes is None:
+                raise ValueError("y must be None for an unconditional model (num_classes=None)")
+            if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+                raise TypeError(f"y must be a LongTensor of class ids [B], got {type(y).__name__}"
+                                + (f" of dtype {y.dtype}" if isinstance(y, torch.Tensor) else ""))
+            if y.shape != (B,):
+                raise ValueError(f"y must have shape [B] = [{B}], got {tuple(y.shape)}")
+            if ((y < 0) | (y > self.num_classes)).any():
+                raise ValueError(f"y must hold class ids in 0..{self.num_classes} ({self.num_classes} = null class)")
+        return t, y
+
+    def forward(self, x: torch.Tensor, t: Union[float, torch.Tensor], y: Optional[torch.Tensor] = None):
+        """x [B, D], t float or [B], y [B] long or None -> [B, D] (or phi [B] for output="potential")."""
+        t, y = self._check(x, t, y)
+        c = self.time_mlp(sinusoidal_features(t, self.time_features))  # conditioning vector [B, hidden]
+        if self.class_embedding is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
+            c = c + self.class_embedding(y.to(x.device))
+        h = self.input(x)
+        for layer, condition in zip(self.layers, self.conditions):
+            h = nn.functional.silu(layer(h) + condition(c))  # h_{l+1} = SiLU(W_l h_l + V_l c)
+        out = self.out(h)
+        return out.squeeze(1) if self.output == "potential" else out
+
+    def score(self, x: torch.Tensor, t: Union[float, torch.Tensor], y: Optional[torch.Tensor] = None,
+              create_graph: Optional[bool] = None) -> torch.Tensor:
+        """grad_x phi(x, t, y) [B, D] for output="potential" (the forward itself for output="score").
+
+        ``create_graph`` defaults to ``self.training``: while training, the loss backpropagates
+        through the gradient; at sampling time it is detached. Works under ``torch.no_grad()``.
+        """
+        if self.output == "score":
+            return self(x, t, y)
+        if self.output != "potential":
+            raise ValueError(f"score needs output='potential' or 'score' (an {self.output!r} model needs the "
+                             "noise level to turn its output into a score)")
+        create_graph = self.training if create_graph is None else create_graph
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            phi = self(x, t, y)
+            (grad,) = torch.autograd.grad(phi.sum(), x, create_graph=create_graph)
+        return grad
