@@ -251,20 +251,26 @@ def filter_by_variance(samples: torch.Tensor, scores: torch.Tensor, *, keep: Opt
 
 # --------------------------------------------------------------------------- demo
 class _TinyEpsMLP(torch.nn.Module):
-    """eps_theta(x_t, t/T) for the demo: sinusoidal time features, then a SiLU MLP ([B, D] -> [B, D])."""
+    """eps_theta(x_t, t/T) for the demo ([B, D], [B] -> [B, D]): a SiLU MLP whose every hidden layer
+    also receives an embedding c of sinusoidal time features, h_{l+1} = SiLU(W_l h_l + V_l c)."""
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_features: int = 16):
+    def __init__(self, dim: int, hidden: int = 64, depth: int = 3, time_features: int = 16):
         super().__init__()
         self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(1000), time_features // 2)))
-        layers, width = [], dim + time_features
-        for _ in range(depth):
-            layers += [torch.nn.Linear(width, hidden), torch.nn.SiLU()]
-            width = hidden
-        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(hidden, dim))
+        self.time = torch.nn.Sequential(torch.nn.Linear(time_features, hidden), torch.nn.SiLU(),
+                                        torch.nn.Linear(hidden, hidden))
+        self.input = torch.nn.Linear(dim, hidden)
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(hidden, hidden) for _ in range(depth))
+        self.conditions = torch.nn.ModuleList(torch.nn.Linear(hidden, hidden) for _ in range(depth))
+        self.out = torch.nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         angle = t[:, None] * self.freqs[None, :]
-        return self.net(torch.cat([x, angle.sin(), angle.cos()], dim=1))
+        c = self.time(torch.cat([angle.sin(), angle.cos()], dim=1))
+        h = self.input(x)
+        for layer, condition in zip(self.layers, self.conditions):
+            h = torch.nn.functional.silu(layer(h) + condition(c))
+        return self.out(h)
 
 
 def _demo(seed: int = 0) -> None:

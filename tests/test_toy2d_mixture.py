@@ -172,6 +172,14 @@ def test_nearest_mode_distance_matches_brute_force():
     assert gm.nearest_mode_distance(gm.means).abs().max() < 1e-12
 
 
+def test_stds_forms_agree():
+    means = [[0.0, 0.0], [1.0, 1.0]]
+    by_keyword = GaussianMixture(None, means, stds=0.3)
+    for other in (GaussianMixture(None, means, 0.3), GaussianMixture(None, means, stds=[0.3, 0.3]),
+                  GaussianMixture(None, means, 0.09 * torch.eye(2).expand(2, 2, 2))):
+        torch.testing.assert_close(other.covs, by_keyword.covs)
+
+
 def test_outputs_keep_the_input_dtype():
     gm = anisotropic_mixture()
     x = torch.randn(4, 2)

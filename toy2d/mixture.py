@@ -134,6 +134,7 @@ class GaussianMixture:
         means: [K, D] (a [K] tensor is read as K one-dimensional means).
         covs: [K, D, D] symmetric positive definite covariances. Give either ``covs`` or ``stds``.
         stds: a float, or [K] per-component standard deviations: :math:`\Sigma_k = \mathrm{std}_k^2 I`.
+            (A float or a 1-D tensor passed as the third positional argument is read as ``stds``.)
 
     Attributes: ``weights`` [K], ``means`` [K, D], ``covs`` [K, D, D] (all float64), ``K``, ``D``.
 
@@ -158,6 +159,9 @@ class GaussianMixture:
             raise ValueError(f"weights must have K={K} entries (one per mean), got {weights.shape[0]}")
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("weights must be non-negative and sum to > 0")
+        if covs is not None and stds is None and (isinstance(covs, (int, float)) or
+                                                  (isinstance(covs, torch.Tensor) and covs.dim() <= 1)):
+            covs, stds = None, covs  # GaussianMixture(w, mu, 0.05): a float (or [K]) third argument is stds
         if (covs is None) == (stds is None):
             raise ValueError("covs or stds: give exactly one of covs [K, D, D] or stds (a float or [K])")
         if stds is not None:
@@ -316,7 +320,7 @@ class GaussianMixture:
 def _responsibilities(log_joint: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """softmax over components, restricted to mask [B, K] (True = allowed) when given."""
     if mask is not None:
-        log_joint = log_joint.masked_fill(~mask, float("-inf"))
+        log_joint = log_joint.masked_fill(~mask.to(log_joint.device), float("-inf"))
     return torch.softmax(log_joint, dim=1)
 
 
