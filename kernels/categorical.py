@@ -106,7 +106,8 @@ if triton is not None:
         """One exponential race per row: out[r] = argmax_v (s_v) with s_v = scale * in_v - log2 E_v.
 
         ``in_v`` is the logit (scale = log2(e) / T) or log2 of the probability (scale = 1 / T).
-        Philox-4x32 counter = (column pair, row, stream, 0), key = (key0, key1).
+        Philox-4x32 counter = (column // 2, row, stream, 0), key = (key0, key1): column 2i takes words
+        0, 1 of call i and column 2i+1 words 2, 3, whatever the tile size.
         """
         LOG2E: tl.constexpr = 1.4426950408889634
         LN2: tl.constexpr = 0.6931471805599453
@@ -135,17 +136,23 @@ if triton is not None:
         lane = tl.arange(0, HALF)
 
         for c in range(0, V, 2 * HALF):
-            # --- 128 random bits per column pair: Philox-4x32 on counter (pair, row, 0, 0) -----------
+            # --- one read of the input: a contiguous tile, split into even and odd columns ---------
+            cols = c + tl.arange(0, 2 * HALF)
+            m = row_ok[:, None] & (cols < V)[None, :]
+            if IS_PROBS:
+                x = tl.load(row_base + cols[None, :], mask=m, other=0.0)
+            else:
+                x = tl.load(row_base + cols[None, :], mask=m, other=float("-inf"))
+            x_even, x_odd = tl.split(tl.reshape(x, [ROWS, HALF, 2]))
+            m_even, m_odd = tl.split(tl.reshape(m, [ROWS, HALF, 2]))
+
+            # --- 128 random bits for columns 2i and 2i+1: Philox-4x32 on counter (i, row, 0, 0) ---
             if BITS_FROM_MEMORY:  # tests feed chosen bits: [n_rows, V(+1), 2] int32 (hi, lo)
-                ca = c + lane
-                cb = c + HALF + lane
-                bptr = bits_ptr + r.to(tl.int64)[:, None] * stride_bits
-                mska = row_ok[:, None] & (ca < V)[None, :]
-                mskb = row_ok[:, None] & (cb < V)[None, :]
-                hi_a = tl.load(bptr + 2 * ca[None, :], mask=mska, other=0).to(tl.uint32, bitcast=True)
-                lo_a = tl.load(bptr + 2 * ca[None, :] + 1, mask=mska, other=0).to(tl.uint32, bitcast=True)
-                hi_b = tl.load(bptr + 2 * cb[None, :], mask=mskb, other=0).to(tl.uint32, bitcast=True)
-                lo_b = tl.load(bptr + 2 * cb[None, :] + 1, mask=mskb, other=0).to(tl.uint32, bitcast=True)
+                bptr = bits_ptr + r.to(tl.int64)[:, None] * stride_bits + 2 * (c + 2 * lane)[None, :]
+                hi_a = tl.load(bptr, mask=m_even, other=0).to(tl.uint32, bitcast=True)
+                lo_a = tl.load(bptr + 1, mask=m_even, other=0).to(tl.uint32, bitcast=True)
+                hi_b = tl.load(bptr + 2, mask=m_odd, other=0).to(tl.uint32, bitcast=True)
+                lo_b = tl.load(bptr + 3, mask=m_odd, other=0).to(tl.uint32, bitcast=True)
             else:
                 c0 = (c // 2 + lane).to(tl.uint32)[None, :] + ctr_row * 0  # [ROWS, HALF]
                 c1 = ctr_row + c0 * 0
@@ -167,15 +174,17 @@ if triton is not None:
                 hi_b = c2
                 lo_b = c3
 
-            for half in tl.static_range(2):
-                if half == 0:
+            for parity in tl.static_range(2):
+                if parity == 0:
                     hi = hi_a
                     lo = lo_a
+                    xp = x_even
+                    mp = m_even
                 else:
                     hi = hi_b
                     lo = lo_b
-                col0 = c + half * HALF
-                cols = col0 + lane
+                    xp = x_odd
+                    mp = m_odd
                 # --- E = -log u from 64 bits (module docstring) ---------------------------------
                 upper = (hi >> 31) != 0  # which half of (0, 1) u lies in
                 h = hi & 0x7FFFFFFF
@@ -188,26 +197,22 @@ if triton is not None:
                 goldberg = -lg * (t / tl.where(d > 0.0, d, 1.0))  # -log1p(-t) = -log(y) t / (1 - y)
                 e = tl.where(upper, -lg, tl.where(t < 0.0625, series, goldberg))  # E ~ Exp(1)
 
-                # --- one read of the input ---------------------------------------------------------
-                in_row = cols < V
-                m = row_ok[:, None] & in_row[None, :]
+                # --- scores, checks, running argmax ------------------------------------------------
                 if IS_PROBS:
-                    x = tl.load(row_base + cols[None, :], mask=m, other=0.0)
-                    code = tl.where(x != x, 4, tl.where(x < 0, 3, tl.where(x == float("inf"), 2, 0)))
-                    if x.dtype == tl.float64:  # tiny float64 masses keep their exponent range
-                        lx = tl.log2(x).to(tl.float32)
+                    code = tl.where(xp != xp, 4, tl.where(xp < 0, 3, tl.where(xp == float("inf"), 2, 0)))
+                    if xp.dtype == tl.float64:  # tiny float64 masses keep their exponent range
+                        lx = tl.log2(xp).to(tl.float32)
                     else:
-                        lx = tl.log2(x.to(tl.float32))
+                        lx = tl.log2(xp.to(tl.float32))
                 else:
-                    x = tl.load(row_base + cols[None, :], mask=m, other=float("-inf"))
-                    code = tl.where(x != x, 4, tl.where(x == float("inf"), 2, 0))
-                    lx = x.to(tl.float32)
-                s = lx * scale - tl.log2(e)  # log2 p_v / T - log2 E_v
-                s = tl.where(m & (code == 0), s, float("-inf"))
-                bad = tl.maximum(bad, tl.max(tl.where(m, code, 0), axis=1))
-                blk_best = tl.max(s, axis=1)
-                blk_idx = tl.argmax(s, axis=1).to(tl.int32) + col0
-                take = blk_best > best  # strict: ties (probability ~0) keep the earlier column
+                    code = tl.where(xp != xp, 4, tl.where(xp == float("inf"), 2, 0))
+                    lx = xp.to(tl.float32)
+                sc = lx * scale - tl.log2(e)  # log2 p_v / T - log2 E_v
+                sc = tl.where(mp & (code == 0), sc, float("-inf"))
+                bad = tl.maximum(bad, tl.max(tl.where(mp, code, 0), axis=1))
+                blk_best = tl.max(sc, axis=1)
+                blk_idx = c + 2 * tl.argmax(sc, axis=1).to(tl.int32) + parity
+                take = blk_best > best  # strict: ties (probability ~0) keep the earlier block
                 best = tl.where(take, blk_best, best)
                 best_idx = tl.where(take, blk_idx, best_idx)
 
@@ -265,16 +270,17 @@ def interpreter_active() -> bool:
     return isinstance(_race_kernel, InterpretedFunction)
 
 
-def _tile(V: int, device: torch.device):
+def _tile(V: int, M: int, device: torch.device):
     """(ROWS, HALF, num_warps): a tile of ROWS x 2*HALF elements per loop iteration."""
     half = 1 << max(0, math.ceil(math.log2(max(1, (V + 1) // 2))))  # next power of two >= V/2
-    half = max(16, min(half, 1024))
+    half = max(4, min(half, 1024 if device.type == "cuda" else 16384))
     if device.type == "cuda":
         rows = max(1, 2048 // (2 * half))  # ~2048 elements per iteration
         warps = 8 if 2 * half * rows >= 2048 else 4
     else:  # the interpreter pays per program: give each one many rows
-        rows = max(1, 16384 // (2 * half))
+        rows = max(1, 262144 // (2 * half))
         warps = 1
+    rows = min(rows, 1 << max(0, math.ceil(math.log2(max(1, M)))))  # no tile taller than the batch
     return rows, half, warps
 
 
@@ -291,7 +297,7 @@ def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=1
     out = torch.empty(M, dtype=torch.int64, device=x.device)
     if M == 0:
         return out
-    rows, half, warps = _tile(V, x.device)
+    rows, half, warps = _tile(V, M, x.device)
     key0, key1 = _split_seed(seed)
     dummy = out  # any tensor: unused pointers are never read
     if x.device.type != "cuda" and not interpreter_active():
@@ -377,12 +383,12 @@ def _seed_from(generator, seed, device):
     return int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=g_dev).item())
 
 
-def _raise_bad_rows(codes, name):
+def _raise_bad_rows(codes, name, has_extra):
     bad = (codes < 0).nonzero()
     if bad.numel():
         i = int(bad[0, 0])
         code = -1 - int(codes[i])
-        what = "extra_mass or " + name if code else name
+        what = f"{name} (or extra_mass)" if has_extra and code else name
         raise ValueError(f"{what} row {i} {_BAD_CODES[code]}; {bad.shape[0]} bad row(s) in all")
 
 
@@ -461,5 +467,5 @@ def sample(logits: torch.Tensor | None = None, probs: torch.Tensor | None = None
     scale = (math.log2(math.e) if name == "logits" else 1.0) / temperature  # natural-log units -> log2
     out = _launch(x, row_index, extra, is_probs=name == "probs", scale=scale,
                   seed=_seed_from(generator, seed, x.device))
-    _raise_bad_rows(out, name)
+    _raise_bad_rows(out, name, extra is not None)
     return out

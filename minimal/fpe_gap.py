@@ -380,16 +380,18 @@ def log_fp_residual(phi_fn: PotentialFn, sde: SDE, x: Tensor, t) -> Tensor:
     The Laplacian costs one backward pass per coordinate: meant for low dimension.
     """
     t = _check_points(sde, x, t, phi_fn, "phi_fn")
-    x = x.detach().requires_grad_(True)
-    t = t.detach().requires_grad_(True)
+    if not x.requires_grad:                                        # keep a caller's graph (grad_x R is eq. (7))
+        x = x.detach().requires_grad_(True)
+    if not t.requires_grad:
+        t = t.detach().requires_grad_(True)
     phi = phi_fn(x, t)
     if not isinstance(phi, Tensor) or phi.shape != x.shape[:1]:
         raise ValueError(f"phi_fn must return shape [B]={tuple(x.shape[:1])}, got {tuple(getattr(phi, 'shape', ()))}")
-    phi_x, phi_t = torch.autograd.grad(phi.sum(), (x, t), create_graph=True)
+    phi_x, phi_t = torch.autograd.grad(phi.sum(), (x, t), create_graph=True, materialize_grads=True)
     flat = phi_x.reshape(x.shape[0], -1)
     lap = torch.zeros_like(phi)
     for i in range(flat.shape[1]):                                 # Lap phi = sum_i d^2 phi / dx_i^2
-        (h,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True)
+        (h,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True, materialize_grads=True)
         lap = lap + h.reshape(x.shape[0], -1)[:, i]
     g2 = sde.g(t) ** 2
     f_dot_grad = (sde.drift(x, t) * phi_x).reshape(x.shape[0], -1).sum(1)
@@ -416,7 +418,8 @@ def score_fp_residual(score_fn: ScoreFn, sde: SDE, x: Tensor, t, *,
         raise ValueError(f"divergence must be 'hutchinson' or 'exact', got {divergence!r}")
     if not (h_s > 0 and h_d > 0):
         raise ValueError(f"h_s and h_d must be positive, got {h_s!r}, {h_d!r}")
-    x = x.detach().requires_grad_(True)
+    if not x.requires_grad:
+        x = x.detach().requires_grad_(True)
     t = t.detach()
     s = score_fn(x, t)
     if not isinstance(s, Tensor) or s.shape != x.shape:
@@ -429,18 +432,18 @@ def score_fp_residual(score_fn: ScoreFn, sde: SDE, x: Tensor, t, *,
     # div s: eps^T grad_x (s . eps) (one probe), or the exact Jacobian trace
     if divergence == "hutchinson":
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        (vjp,) = torch.autograd.grad((s * eps).sum(), x, create_graph=True)
+        (vjp,) = torch.autograd.grad((s * eps).sum(), x, create_graph=True, materialize_grads=True)
         div_s = (vjp * eps).reshape(B, -1).sum(1)
     else:
         flat = s.reshape(B, -1)
         div_s = torch.zeros(B, dtype=x.dtype, device=x.device)
         for i in range(flat.shape[1]):
-            (h,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True)
+            (h,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True, materialize_grads=True)
             div_s = div_s + h.reshape(B, -1)[:, i]
     g2 = sde.g(t) ** 2
     f_dot_s = (sde.drift(x, t) * s).reshape(B, -1).sum(1)
     potential = 0.5 * g2 * (div_s + s.reshape(B, -1).pow(2).sum(1)) - f_dot_s - sde.div_drift(x, t)
-    (rhs,) = torch.autograd.grad(potential.sum(), x, create_graph=True)            # grad_x [...] in (5)
+    (rhs,) = torch.autograd.grad(potential.sum(), x, create_graph=True, materialize_grads=True)            # grad_x [...] in (5)
     return ds_dt - rhs                                                              # (7)
 
 

@@ -294,12 +294,12 @@ def mdlm_sample(probs_fn: Callable[[torch.Tensor], torch.Tensor], shape, mask_id
     times = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
     mu, nfe = None, 0
     for t, s in zip(times[:-1], times[1:]):
-        if mu is None:  # caching: call the network only when x changed since the last call
-            mu = _call_probs_fn(probs_fn, x, mask_id).to(dtype)
-            nfe += 1
         masked = x == mask_id  # [B, L]
         if not masked.any():
             break
+        if mu is None:  # caching: call the network only when x changed since the last call
+            mu = _call_probs_fn(probs_fn, x, mask_id).to(dtype)
+            nfe += 1
         mu_masked = mu[masked]  # [M, V]: unmasked tokens are copied, so only masked positions are drawn
         q = torch.cat([mu_masked * (t - s), torch.full_like(mu_masked[:, :1], s)], dim=-1)  # eq. 2: [M, V + 1]
         draw = _race(q, dtype, generator)  # [M]: a fresh categorical every step, cached mu or not
@@ -368,10 +368,10 @@ def fp32_unmask_probability(r, delta: float = 2.0 ** -24):
         delta: the spacing of the uniform grid; ``2^-24`` for float32, ``2^-53`` for float64.
 
     Returns:
-        ``(p_truncated, p_exact)``, each like ``r``. ``p_exact = r / (1 + r)``. The truncated race loses
-        ``r - delta / (exp(delta/r) - 1)`` of it (for ``r << delta`` almost all of it, for ``r >> delta``
-        only ``delta/2``), so ``p_truncated = p_exact - r + delta / (exp(delta/r) - 1)``; for ``r << 1``
-        that is eq. 5. Against the exact float32 arithmetic of eq. 4 it is within 1% for every ``r``.
+        ``(p_truncated, p_exact)``, each like ``r``: ``p_exact = r / (1 + r)`` and
+        ``p_truncated = delta / (exp(delta/r) - 1) / (1 + r)``, which is eq. 5 for ``r << 1`` and
+        ``p_exact - delta / (2 (1 + r))`` for ``r >> delta`` (there the truncation costs only ``delta/2``).
+        Against the race computed in float32 arithmetic on the grid itself it is within 1% for every ``r``.
     """
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 < delta < 1:
         raise ValueError(f"delta must be a float in (0, 1), got {delta!r}")
@@ -383,7 +383,7 @@ def fp32_unmask_probability(r, delta: float = 2.0 ** -24):
         raise ValueError("r must be positive (a token-to-mask mass ratio)")
     p_exact = rt / (1.0 + rt)
     kept = delta / torch.expm1(delta / rt)  # eq. 5: sum_k delta * exp(-k delta / r), ~ r - delta/2 for r >> delta
-    p_trunc = p_exact - (rt - kept)  # the race on the grid loses r - kept of the exact probability
+    p_trunc = kept / (1.0 + rt)  # the grid keeps `kept` of the token's ratio r
     if is_tensor:
         return p_trunc, p_exact
     return float(p_trunc), float(p_exact)
@@ -398,7 +398,7 @@ def _demo():
     # An "oracle" with no network: at every position, token 0 has probability 1/2 and each of K rare
     # tokens 1/(2K). In one MDLM step a rare token faces the mask at r = (t - s)/(2 K s) ~ 1/(2 K N t),
     # below float32's grid 2^-24 once N K t > 2^23: then float32 almost never draws it.
-    K, B, L, N = 8192, 2, 8, 16000
+    K, B, L, N = 8192, 2, 8, 12000
     V = K + 1
     mu = torch.full((V,), 0.5 / K, dtype=torch.float64)
     mu[0] = 0.5

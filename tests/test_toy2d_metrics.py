@@ -67,6 +67,16 @@ def test_w2_of_one_dimensional_sets_is_the_sorted_difference():
     assert abs(toy2d.w2_squared(x, y, method="sliced", n_projections=3) - sorted_sq) < 1e-9
 
 
+def test_sliced_w2_of_unequal_sizes_is_exact_in_one_dimension():
+    # {0, 1} against {0, 0.5, 1}: the quantile functions differ by 0.5 on (1/3, 1/2) and on (1/2, 2/3)
+    x = torch.tensor([[0.0], [1.0]])
+    y = torch.tensor([[0.0], [0.5], [1.0]])
+    expected = 2 * (1 / 6) * 0.5 ** 2
+    assert abs(toy2d.w2_squared(x, y, method="sliced", n_projections=1) - expected) < 1e-12
+    # a copy of x repeated twice is the same measure
+    assert toy2d.w2_squared(x, torch.cat([x, x]), method="sliced", n_projections=1) < 1e-12
+
+
 def test_mmd_is_zero_for_identical_sets_and_grows_with_a_shift():
     x = cloud(500, 10)
     assert toy2d.mmd(x, x) < 1e-12

@@ -172,6 +172,24 @@ def test_nearest_mode_distance_matches_brute_force():
     assert gm.nearest_mode_distance(gm.means).abs().max() < 1e-12
 
 
+def test_chunked_evaluation_matches_one_pass(monkeypatch):
+    import toy2d.mixture
+
+    gm = anisotropic_mixture()
+    cc = gm.class_conditional([0, 1, 0])
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(50, 2, generator=g, dtype=torch.float64)
+    a, s = torch.rand(50, generator=g, dtype=torch.float64), 0.1 + torch.rand(50, generator=g, dtype=torch.float64)
+    y = torch.arange(50) % 3
+    calls = (lambda: gm.log_prob_t(x, a, s), lambda: gm.posterior(x, a, s), lambda: gm.denoise(x, a, s),
+             lambda: cc.score(x, a, s, y), lambda: gm.log_prob(x))
+    whole = [f() for f in calls]
+    monkeypatch.setattr(toy2d.mixture, "CHUNK", 7)
+    for f, expected in zip(calls, whole):
+        torch.testing.assert_close(f(), expected, rtol=1e-14, atol=1e-14)
+    assert gm.denoise(torch.zeros(0, 2), 1.0, 0.5).shape == (0, 2)
+
+
 def test_stds_forms_agree():
     means = [[0.0, 0.0], [1.0, 1.0]]
     by_keyword = GaussianMixture(None, means, stds=0.3)

@@ -17,11 +17,13 @@ def vp_levels(t):
 
 
 def x0_loss(model, x0):
-    """E_t ||x0_hat(x_t, t) - x0||^2 with t ~ U(0, 1): the denoising loss of an x0-prediction model."""
+    """E_t w(t) ||x0_hat(x_t, t) - x0||^2, t ~ U(0, 1), with w = min(1 / s^2, 10): the denoising loss
+    of an x0-prediction model, weighted up at low noise (like the eps loss) so those levels train too."""
     t = torch.rand(x0.shape[0])
     a, s = vp_levels(t)
     x_t = a[:, None] * x0 + s[:, None] * torch.randn_like(x0)
-    return ((model(x_t, t) - x0) ** 2).sum(1).mean()
+    weight = torch.clamp(1 / s ** 2, max=10.0)
+    return (weight * ((model(x_t, t) - x0) ** 2).sum(1)).mean()
 
 
 def denoising_losses(model, mixture, levels, n=20_000):
@@ -39,19 +41,22 @@ def denoising_losses(model, mixture, levels, n=20_000):
     return out
 
 
-def test_trained_mlp_denoises_within_1_5x_of_the_exact_denoiser():
+def test_trained_mlp_denoises_within_1_25x_of_the_exact_denoiser():
+    """A few seconds of training: at every noise level from t = 0.1 (close to the data, where the exact
+    denoiser is a staircase) to t = 0.7, the learned E||x0_hat - x0||^2 is within 1.25x of the
+    Bayes-optimal one (it reaches about 1.08x; an untrained network is far off)."""
     x, mixture = toy2d.nine_gaussians(20_000, seed=0)
-    levels = (0.3, 0.5, 0.7)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
     torch.manual_seed(0)
     untrained = denoising_losses(MLP(2, hidden=64, depth=2, output="x0"), mixture, levels)
-    assert untrained[0][0] > 3 * untrained[0][1]  # the check below can fail
+    assert all(learned > 1.5 * exact for learned, exact in untrained)  # the check below can fail
     torch.manual_seed(0)
     model = MLP(2, hidden=64, depth=2, output="x0")
-    losses = toy2d.train(model, x0_loss, x, steps=600, lr=3e-3, seed=0, progress=False)
-    assert len(losses) == 600 and sum(losses[-100:]) / 100 < 0.6 * sum(losses[:10]) / 10
+    losses = toy2d.train(model, x0_loss, x, steps=800, batch_size=1024, lr=1e-2, seed=0, progress=False)
+    assert len(losses) == 800 and sum(losses[-100:]) / 100 < 0.6 * sum(losses[:10]) / 10
     for t, (learned, exact) in zip(levels, denoising_losses(model, mixture, levels)):
         print(f"t={t}: learned {learned:.4f}, exact {exact:.4f}, ratio {learned / exact:.3f}")
-        assert learned < 1.5 * exact, (t, learned, exact)
+        assert learned < 1.25 * exact, (t, learned, exact)
         assert learned > 0.97 * exact  # nothing beats the Bayes-optimal denoiser (up to sampling noise)
 
 
@@ -140,6 +145,24 @@ def test_potential_score_is_the_gradient_of_phi():
     assert score.requires_grad
     score.pow(2).sum().backward()
     assert model.out.weight.grad is not None and model.out.weight.grad.abs().sum() > 0
+
+
+def test_potential_has_time_derivative_and_laplacian_by_autograd():
+    """What a Fokker-Planck residual needs (lesson 02): d phi / dt and the Laplacian of phi, exactly."""
+    torch.manual_seed(0)
+    model = MLP(2, hidden=32, depth=2, output="potential").double()
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    phi = model(x, t)
+    dphi_dt, grad_x = torch.autograd.grad(phi.sum(), (t, x), create_graph=True)
+    laplacian = sum(torch.autograd.grad(grad_x[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(2))
+    h = 1e-5
+    with torch.no_grad():
+        fd_t = (model(x, t + 1e-7) - model(x, t - 1e-7)) / 2e-7  # small step: time features go up to 1000 rad
+        fd_lap = sum((model(x + h * e, t) - 2 * model(x, t) + model(x - h * e, t)) / h ** 2
+                     for e in torch.eye(2, dtype=torch.float64))
+    torch.testing.assert_close(dphi_dt, fd_t, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(laplacian, fd_lap, rtol=1e-3, atol=1e-3)
 
 
 def test_class_conditioning_and_the_null_class():

@@ -94,19 +94,20 @@ def _sliced_w2_squared(x: torch.Tensor, y: torch.Tensor, n_projections: int, see
     q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]
     theta = q.permute(1, 0, 2).reshape(D, frames * D)             # [D, P] unit columns
     px, py = (x @ theta).sort(dim=0).values, (y @ theta).sort(dim=0).values   # [n, P], [m, P]
-    if px.shape[0] != py.shape[0]:
-        # unequal sizes: compare the quantile functions on a common grid of levels
-        levels = (torch.arange(max(px.shape[0], py.shape[0]), dtype=torch.float64) + 0.5) / max(px.shape[0], py.shape[0])
-        px, py = _quantiles(px, levels), _quantiles(py, levels)
-    per_direction = ((px - py) ** 2).mean(dim=0)                   # 1D W2^2 per direction [P]
+    n, m = px.shape[0], py.shape[0]
+    if n == m:
+        per_direction = ((px - py) ** 2).mean(dim=0)               # 1D W2^2 = mean (sorted - sorted)^2  [P]
+    else:
+        # 1D W2^2 = int_0^1 (F^-1(u) - G^-1(u))^2 du; both quantile functions are step functions, so the
+        # integral is an exact sum over the merged breakpoints {i/n} U {j/m}.
+        cuts = torch.unique(torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
+                                       torch.arange(1, m + 1, dtype=torch.float64) / m]))
+        widths = torch.diff(cuts, prepend=cuts.new_zeros(1))
+        middle = cuts - widths / 2
+        fx = px[torch.clamp(torch.floor(middle * n).long(), max=n - 1)]
+        fy = py[torch.clamp(torch.floor(middle * m).long(), max=m - 1)]
+        per_direction = (widths[:, None] * (fx - fy) ** 2).sum(dim=0)
     return float(D * per_direction.mean())
-
-
-def _quantiles(sorted_values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """The empirical quantile function (a step function) of sorted [n, P] at levels [L] -> [L, P]."""
-    n = sorted_values.shape[0]
-    index = torch.clamp(torch.floor(levels * n).long(), max=n - 1)
-    return sorted_values[index]
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 1000, seed: int = 0) -> float:

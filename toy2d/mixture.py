@@ -65,6 +65,9 @@ Scalar = Union[float, int, torch.Tensor]
 
 __all__ = ["GaussianMixture", "ClassConditionalMixture"]
 
+# Rows per chunk in the exact computations: bounds the [B, K, D] float64 intermediates.
+CHUNK = 1 << 15
+
 
 # ----------------------------------------------------------------------------------------------
 # input checks (each names the argument and what was expected, before any work)
@@ -142,7 +145,9 @@ class GaussianMixture:
 
         gm = GaussianMixture([1, 1, 1], [[1.0], [2.0], [3.0]], stds=0.05)
         x0 = gm.sample(1000)                       # [1000, 1]
-        x0_hat = gm.denoise(x_t, a=0.9, s=0.4)     # [B, 1], the exact E[x0 | x_t]
+        x_t = 0.9 * x0 + 0.4 * torch.randn_like(x0)
+        x0_hat = gm.denoise(x_t, a=0.9, s=0.4)     # [1000, 1], the exact E[x0 | x_t]
+        score = gm.score(x_t, a=0.9, s=0.4)        # [1000, 1], grad log p_t(x_t)
     """
 
     def __init__(self, weights, means, covs=None, *, stds=None):
@@ -159,8 +164,7 @@ class GaussianMixture:
             raise ValueError(f"weights must have K={K} entries (one per mean), got {weights.shape[0]}")
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("weights must be non-negative and sum to > 0")
-        if covs is not None and stds is None and (isinstance(covs, (int, float)) or
-                                                  (isinstance(covs, torch.Tensor) and covs.dim() <= 1)):
+        if covs is not None and stds is None and _as_float64(covs, "covs").dim() <= 1:
             covs, stds = None, covs  # GaussianMixture(w, mu, 0.05): a float (or [K]) third argument is stds
         if (covs is None) == (stds is None):
             raise ValueError("covs or stds: give exactly one of covs [K, D, D] or stds (a float or [K])")
@@ -200,22 +204,52 @@ class GaussianMixture:
         return (self._log_weights.to(device), self.means.to(device),
                 self._eigvals.to(device), self._eigvecs.to(device))
 
-    def _components(self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor):
-        """Per-component terms at x_t = x (float64 [B, D]); a, s float64 [1 or B, 1].
+    def _components(self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor, need: str):
+        """Per-component terms at x_t = x (float64 [B, D]); a, s float64 [1 or B, 1] on x's device.
 
-        Returns log w_k + log N(x; a mu_k, C_k) [B, K], the per-component posterior means
-        m_k [B, K, D] and the per-component scores -C_k^{-1}(x - a mu_k) [B, K, D].
+        Returns log w_k + log N(x; a mu_k, C_k) [B, K] and, by ``need``, the per-component posterior
+        means m_k [B, K, D] ("denoise"), the per-component scores -C_k^{-1}(x - a mu_k) [B, K, D]
+        ("score"), or None ("log_prob").
         """
         log_w, mu, lam, U = self._params(x.device)
-        a, s = a.to(x.device), s.to(x.device)
         diff = x[:, None, :] - a[:, :, None] * mu[None]            # x - a mu_k          [B, K, D]
         z = torch.einsum("kde,bkd->bke", U, diff)                  # U_k^T (x - a mu_k)  [B, K, D]
         v = a[:, :, None] ** 2 * lam[None] + s[:, :, None] ** 2    # eig(C_k) = a^2 lam + s^2
         log_normal = -0.5 * ((z ** 2 / v).sum(-1) + torch.log(v).sum(-1) + self.D * math.log(2 * math.pi))
-        gain = a[:, :, None] * lam[None] / v                        # eig(a Sigma_k C_k^{-1})
-        post_mean = mu[None] + torch.einsum("kde,bke->bkd", U, gain * z)  # m_k = mu_k + a Sigma C^-1 (x - a mu)
-        comp_score = -torch.einsum("kde,bke->bkd", U, z / v)             # -C_k^{-1} (x - a mu_k)
-        return log_w[None] + log_normal, post_mean, comp_score
+        if need == "denoise":
+            gain = a[:, :, None] * lam[None] / v                    # eig(a Sigma_k C_k^{-1})
+            extra = mu[None] + torch.einsum("kde,bke->bkd", U, gain * z)  # m_k = mu_k + a Sigma_k C_k^-1 (x - a mu_k)
+        elif need == "score":
+            extra = -torch.einsum("kde,bke->bkd", U, z / v)          # -C_k^{-1} (x - a mu_k)
+        else:
+            extra = None
+        return log_w[None] + log_normal, extra
+
+    def _evaluate(self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor, what: str,
+                  mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One of "log_prob" [B], "posterior" [B, K], "denoise" / "score" [B, D] at float64 x [B, D],
+        in chunks of CHUNK rows (the [B, K, D] intermediates stay small for millions of points).
+        ``mask`` [B, K] (True = allowed) restricts the responsibilities to some components."""
+        a, s = a.to(x.device), s.to(x.device)
+        mask = None if mask is None else mask.to(x.device)
+        need = what if what in ("denoise", "score") else "log_prob"
+        pieces = []
+        for i in range(0, x.shape[0], CHUNK):
+            rows = slice(i, i + CHUNK)
+            a_i = a if a.shape[0] == 1 else a[rows]
+            s_i = s if s.shape[0] == 1 else s[rows]
+            log_joint, extra = self._components(x[rows], a_i, s_i, need)
+            if mask is not None:
+                log_joint = log_joint.masked_fill(~mask[rows], float("-inf"))
+            if what == "log_prob":
+                pieces.append(torch.logsumexp(log_joint, dim=1))
+                continue
+            r = torch.softmax(log_joint, dim=1)                      # r_k(x_t) = p(k | x_t)   [b, K]
+            pieces.append(r if what == "posterior" else torch.einsum("bk,bkd->bd", r, extra))
+        if not pieces:  # an empty batch
+            shape = {"log_prob": (0,), "posterior": (0, self.K)}.get(what, (0, self.D))
+            return torch.zeros(shape, dtype=torch.float64, device=x.device)
+        return torch.cat(pieces)
 
     def _prepare(self, x_t, a, s, name: str = "x_t"):
         x_t = _check_points(x_t, self.D, name)
@@ -229,8 +263,7 @@ class GaussianMixture:
         """log p_0(x) for x [B, D] -> [B] (exact; float64 inside, x's dtype out)."""
         x = _check_points(x, self.D, "x")
         one = torch.ones(1, 1, dtype=torch.float64)
-        log_joint, _, _ = self._components(x.to(torch.float64), one, 0 * one)
-        return torch.logsumexp(log_joint, dim=1).to(x.dtype)
+        return self._evaluate(x.to(torch.float64), one, 0 * one, "log_prob").to(x.dtype)  # a = 1, s = 0
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None, return_labels: bool = False,
                dtype: Optional[torch.dtype] = None):
@@ -273,55 +306,34 @@ class GaussianMixture:
 
     def log_prob_t(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
         """log p_t(x_t) [B] for x_t [B, D]; a, s floats or [B] / [B, 1] tensors."""
-        x_t, x, a, s = self._prepare(x_t, a, s)
-        log_joint, _, _ = self._components(x, a, s)
-        return torch.logsumexp(log_joint, dim=1).to(x_t.dtype)
+        return self._forward_quantity(x_t, a, s, "log_prob")
 
     def posterior(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
         """Responsibilities r_k(x_t) = p(k | x_t) [B, K] (rows sum to 1)."""
-        x_t, x, a, s = self._prepare(x_t, a, s)
-        log_joint, _, _ = self._components(x, a, s)
-        return torch.softmax(log_joint, dim=1).to(x_t.dtype)
+        return self._forward_quantity(x_t, a, s, "posterior")
 
     def denoise(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
         """The exact denoiser E[x_0 | x_t] = sum_k r_k m_k  [B, D]."""
-        return self._denoise(x_t, a, s, mask=None)
+        return self._forward_quantity(x_t, a, s, "denoise")
 
     def score(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
         """The exact score grad log p_t(x_t) = -sum_k r_k C_k^{-1}(x_t - a mu_k)  [B, D]."""
-        return self._score(x_t, a, s, mask=None)
+        return self._forward_quantity(x_t, a, s, "score")
 
     def eps(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
         """The optimal noise prediction E[eps | x_t] = (x_t - a E[x_0 | x_t]) / s = -s * score  [B, D]."""
-        x_t, x, a, s = self._prepare(x_t, a, s)
-        log_joint, _, comp_score = self._components(x, a, s)
-        score = torch.einsum("bk,bkd->bd", _responsibilities(log_joint, None), comp_score)
-        return (-s.to(x.device) * score).to(x_t.dtype)
+        x_t, x, a_, s_ = self._prepare(x_t, a, s)
+        return (-s_.to(x.device) * self._evaluate(x, a_, s_, "score")).to(x_t.dtype)
 
-    def _denoise(self, x_t, a, s, mask):
+    def _forward_quantity(self, x_t, a, s, what: str, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         x_t, x, a, s = self._prepare(x_t, a, s)
-        log_joint, post_mean, _ = self._components(x, a, s)
-        r = _responsibilities(log_joint, mask)
-        return torch.einsum("bk,bkd->bd", r, post_mean).to(x_t.dtype)
-
-    def _score(self, x_t, a, s, mask):
-        x_t, x, a, s = self._prepare(x_t, a, s)
-        log_joint, _, comp_score = self._components(x, a, s)
-        r = _responsibilities(log_joint, mask)
-        return torch.einsum("bk,bkd->bd", r, comp_score).to(x_t.dtype)
+        return self._evaluate(x, a, s, what, mask).to(x_t.dtype)
 
     # -- classes ------------------------------------------------------------------------------
 
     def class_conditional(self, labels: Sequence[int]) -> "ClassConditionalMixture":
         """Group the components into classes: ``labels[k]`` is the class id (0..C-1) of component k."""
         return ClassConditionalMixture(self, labels)
-
-
-def _responsibilities(log_joint: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """softmax over components, restricted to mask [B, K] (True = allowed) when given."""
-    if mask is not None:
-        log_joint = log_joint.masked_fill(~mask.to(log_joint.device), float("-inf"))
-    return torch.softmax(log_joint, dim=1)
 
 
 class ClassConditionalMixture:
@@ -392,20 +404,15 @@ class ClassConditionalMixture:
 
     def denoise(self, x_t: torch.Tensor, a: Scalar, s: Scalar, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """E[x_0 | x_t, y] [B, D]; y [B] long (``num_classes`` or None = unconditional)."""
-        mask = self._mask(y, self._batch(x_t))
-        return self.base._denoise(x_t, a, s, mask)
+        return self.base._forward_quantity(x_t, a, s, "denoise", self._mask(y, self._batch(x_t)))
 
     def score(self, x_t: torch.Tensor, a: Scalar, s: Scalar, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """grad log p_t(x_t | y) [B, D]; y [B] long (``num_classes`` or None = unconditional)."""
-        mask = self._mask(y, self._batch(x_t))
-        return self.base._score(x_t, a, s, mask)
+        return self.base._forward_quantity(x_t, a, s, "score", self._mask(y, self._batch(x_t)))
 
     def posterior(self, x_t: torch.Tensor, a: Scalar, s: Scalar, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """p(k | x_t, y) [B, K]."""
-        mask = self._mask(y, self._batch(x_t))
-        x_t, x, a, s = self.base._prepare(x_t, a, s)
-        log_joint, _, _ = self.base._components(x, a, s)
-        return _responsibilities(log_joint, mask).to(x_t.dtype)
+        return self.base._forward_quantity(x_t, a, s, "posterior", self._mask(y, self._batch(x_t)))
 
     def sample(self, n: int, y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
                dtype: Optional[torch.dtype] = None):

@@ -12,9 +12,10 @@ the output's shape; the loss gives it its meaning:
   residual needs :math:`\phi` itself, its time derivative and its Laplacian).
 
 Architecture. The time enters through sinusoidal features :math:`[\sin(\omega_i t), \cos(\omega_i t)]`
-with frequencies :math:`\omega_i` spaced geometrically from 1 to 1000, so both t = 1 and one DDPM step
-t = 1/1000 are resolved. Time features (and the class embedding) are mapped to a conditioning vector
-``c``, which is added inside every hidden layer: :math:`h_{l+1} = \mathrm{SiLU}(W_l h_l + V_l c)`.
+with frequencies :math:`\omega_i` spaced geometrically from 1 to ``max_frequency`` (default 1000), so
+both t = 1 and one DDPM step t = 1/1000 are resolved. The time features (plus the class embedding)
+are mapped to a conditioning vector ``c``, which is added inside every hidden layer:
+:math:`h_{l+1} = \mathrm{SiLU}(W_l h_l + V_l c)`.
 SiLU is smooth, so the potential's second derivatives exist everywhere.
 With ``num_classes = C``, class id ``C`` is the *null class* (no condition); it is used wherever
 ``y`` is None, and a loss can drop labels to it for classifier-free guidance.
@@ -56,10 +57,13 @@ class MLP(nn.Module):
         output: "eps" | "x0" | "score" (forward returns [B, D]) or "potential" (forward returns [B]).
         num_classes: C for a class-conditional model; ids 0..C-1 are classes, C is the null class.
         time_features: number of sinusoidal time features (even, >= 2).
+        max_frequency: the highest time frequency (rad per unit t). 1000 resolves single DDPM steps
+            t = k / 1000; a model that is differentiated in t (a Fokker-Planck residual) is smoother with
+            a small one, e.g. 10.
     """
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, output: str = "eps",
-                 num_classes: Optional[int] = None, time_features: int = 16):
+                 num_classes: Optional[int] = None, time_features: int = 16, max_frequency: float = 1000.0):
         _check_positive_int(dim, "dim")
         _check_positive_int(hidden, "hidden")
         _check_positive_int(depth, "depth")
@@ -70,9 +74,12 @@ class MLP(nn.Module):
         _check_positive_int(time_features, "time_features", minimum=2)
         if time_features % 2:
             raise ValueError(f"time_features must be even (sin and cos pairs), got {time_features}")
+        if isinstance(max_frequency, bool) or not isinstance(max_frequency, (int, float)) or not max_frequency >= 1:
+            raise ValueError(f"max_frequency must be a number >= 1, got {max_frequency!r}")
         super().__init__()
         self.dim, self.hidden, self.depth = dim, hidden, depth
         self.output, self.num_classes, self.time_features = output, num_classes, time_features
+        self.max_frequency = float(max_frequency)
         self.null_class = num_classes  # None for an unconditional model
 
         self.time_mlp = nn.Sequential(nn.Linear(time_features, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -120,7 +127,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, t: Union[float, torch.Tensor], y: Optional[torch.Tensor] = None):
         """x [B, D], t float or [B], y [B] long or None -> [B, D] (or phi [B] for output="potential")."""
         t, y = self._check(x, t, y)
-        c = self.time_mlp(sinusoidal_features(t, self.time_features))  # conditioning vector [B, hidden]
+        features = sinusoidal_features(t, self.time_features, self.max_frequency)
+        c = self.time_mlp(features)  # the conditioning vector [B, hidden]
         if self.class_embedding is not None:
             if y is None:
                 y = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
