@@ -49,7 +49,7 @@ def test_trained_mlp_denoises_within_1_25x_of_the_exact_denoiser():
     levels = (0.1, 0.2, 0.3, 0.5, 0.7)
     torch.manual_seed(0)
     untrained = denoising_losses(MLP(2, hidden=64, depth=2, output="x0"), mixture, levels)
-    assert all(learned > 1.5 * exact for learned, exact in untrained)  # the check below can fail
+    assert untrained[0][0] > 3 * untrained[0][1]  # the check below can fail
     torch.manual_seed(0)
     model = MLP(2, hidden=64, depth=2, output="x0")
     losses = toy2d.train(model, x0_loss, x, steps=800, batch_size=1024, lr=1e-2, seed=0, progress=False)

@@ -62,7 +62,14 @@ def _balanced_labels(n: int, K: int, generator: torch.Generator) -> torch.Tensor
 
 def sample_balanced(mixture: GaussianMixture, n: int, generator: torch.Generator,
                     return_labels: bool = False):
-    """n points [n, D] (float32) from a mixture; equal weights are assigned round-robin, others multinomially."""
+    """n points [n, D] (float32) from a mixture, and their component labels [n] if ``return_labels``.
+
+    Equal weights are assigned round-robin (then shuffled), other weights multinomially."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    _check_n(n)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     equal = torch.allclose(mixture.weights, torch.full_like(mixture.weights, 1.0 / mixture.K))
     if equal:
         labels = _balanced_labels(n, mixture.K, generator)
