@@ -48,7 +48,7 @@ def plot_samples(x, ax=None, mixture: Optional[GaussianMixture] = None, *, s: fl
     ax = _axes(ax)
     if x.shape[1] == 2:
         ax.scatter(x[:, 0], x[:, 1], s=s, alpha=alpha, color=color, label=label, linewidths=0, **kwargs)
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
     else:
         ax.hist(x[:, 0], bins=bins, density=True, alpha=alpha, color=color, label=label, **kwargs)
     if mixture is not None:
@@ -105,7 +105,7 @@ def plot_trajectories(traj, ax=None, max_paths: int = 50, color=None, alpha: flo
             ax.plot(traj[:, b, 0], traj[:, b, 1], color=color, alpha=alpha, lw=lw)
         ax.scatter(traj[0, :, 0], traj[0, :, 1], s=6, color="grey", zorder=3)
         ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=14, marker="x", color="black", zorder=3)
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
     else:
         steps = np.arange(traj.shape[0]) if times is None else _numpy(torch.as_tensor(times), "times")
         ax.plot(steps, traj[:, :, 0], color=color, alpha=alpha, lw=lw)
@@ -131,7 +131,7 @@ def plot_vector_field(fn: Callable, xlim, ylim, ax=None, n: int = 20, color="tab
     ax.quiver(gx.ravel(), gy.ravel(), v[:, 0], v[:, 1], color=color, angles="xy")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
-    ax.set_aspect("equal")
+    ax.set_aspect("equal", adjustable="box")
     return ax
 
 
