@@ -119,6 +119,14 @@ def _col(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (x.dim() - 1))) if t.dim() > 0 else t
 
 
+def _grad(out: Tensor, inputs):
+    """d(out.sum())/d(inputs) with the graph kept (for training); zeros where out does not depend on them."""
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if not out.requires_grad:                                      # e.g. the gradient of a linear function
+        return tuple(torch.zeros_like(i) for i in inputs)
+    return torch.autograd.grad(out.sum(), inputs, create_graph=True, materialize_grads=True)
+
+
 class SDE:
     """A linear forward process dX = -k(t) X dt + g(t) dW on [0, T] (subclasses: OU, VP).
 
@@ -387,11 +395,11 @@ def log_fp_residual(phi_fn: PotentialFn, sde: SDE, x: Tensor, t) -> Tensor:
     phi = phi_fn(x, t)
     if not isinstance(phi, Tensor) or phi.shape != x.shape[:1]:
         raise ValueError(f"phi_fn must return shape [B]={tuple(x.shape[:1])}, got {tuple(getattr(phi, 'shape', ()))}")
-    phi_x, phi_t = torch.autograd.grad(phi.sum(), (x, t), create_graph=True, materialize_grads=True)
+    phi_x, phi_t = _grad(phi, (x, t))
     flat = phi_x.reshape(x.shape[0], -1)
     lap = torch.zeros_like(phi)
     for i in range(flat.shape[1]):                                 # Lap phi = sum_i d^2 phi / dx_i^2
-        (h,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True, materialize_grads=True)
+        (h,) = _grad(flat[:, i], x)
         lap = lap + h.reshape(x.shape[0], -1)[:, i]
     g2 = sde.g(t) ** 2
     f_dot_grad = (sde.drift(x, t) * phi_x).reshape(x.shape[0], -1).sum(1)
@@ -432,18 +440,18 @@ def score_fp_residual(score_fn: ScoreFn, sde: SDE, x: Tensor, t, *,
     # div s: eps^T grad_x (s . eps) (one probe), or the exact Jacobian trace
     if divergence == "hutchinson":
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        (vjp,) = torch.autograd.grad((s * eps).sum(), x, create_graph=True, materialize_grads=True)
+        (vjp,) = _grad(s * eps, x)
         div_s = (vjp * eps).reshape(B, -1).sum(1)
     else:
         flat = s.reshape(B, -1)
         div_s = torch.zeros(B, dtype=x.dtype, device=x.device)
         for i in range(flat.shape[1]):
-            (h,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True, materialize_grads=True)
+            (h,) = _grad(flat[:, i], x)
             div_s = div_s + h.reshape(B, -1)[:, i]
     g2 = sde.g(t) ** 2
     f_dot_s = (sde.drift(x, t) * s).reshape(B, -1).sum(1)
     potential = 0.5 * g2 * (div_s + s.reshape(B, -1).pow(2).sum(1)) - f_dot_s - sde.div_drift(x, t)
-    (rhs,) = torch.autograd.grad(potential.sum(), x, create_graph=True, materialize_grads=True)            # grad_x [...] in (5)
+    (rhs,) = _grad(potential, x)            # grad_x [...] in (5)
     return ds_dt - rhs                                                              # (7)
 
 

@@ -76,8 +76,10 @@ def test_score_residual_vanishes_on_exact_score(sde):
     # one Hutchinson probe is unbiased: averaged over many probes the residual vanishes too
     reps = 400
     g = torch.Generator().manual_seed(1)
-    r_h = score_fp_residual(score, sde, x[:5].repeat(reps, 1), t[:5].repeat(reps), generator=g)
-    assert r_h.reshape(reps, 5, 2).mean(0).abs().max() < 0.2 * r_h.abs().mean() + 1e-3
+    r_h = score_fp_residual(score, sde, x[:5].repeat(reps, 1), t[:5].repeat(reps), generator=g).reshape(reps, 5, 2)
+    standard_error = r_h.std(0) / math.sqrt(reps)
+    assert ((r_h.mean(0) - r[:5]).abs() < 4 * standard_error + 1e-6).all()
+    assert r_h.std(0).max() > 1e-3                                    # and a single probe is noisy
 
 
 def test_score_residual_is_the_gradient_of_the_log_residual():
@@ -105,8 +107,8 @@ def gaussian_score(sde, m, std):
 def test_samplers_with_the_exact_score_reach_the_data(sde):
     m, std = torch.tensor([1.0, -0.5], dtype=DT), 0.4
     score = gaussian_score(sde, m, std)
-    ts = time_grid(sde, nfe=200)
-    x_T = sde.prior_sample((4000, 2), generator=torch.Generator().manual_seed(0), dtype=DT)
+    ts = time_grid(sde, nfe=100, refine_last=5)
+    x_T = sde.prior_sample((2000, 2), generator=torch.Generator().manual_seed(0), dtype=DT)
     for x in (pf_ode_sample(score, sde, x_T, ts),
               reverse_sde_sample(score, sde, x_T, ts, generator=torch.Generator().manual_seed(1))):
         assert x.shape == x_T.shape
@@ -144,7 +146,7 @@ def test_dsm_loss_prefers_the_exact_score():
 
 
 def test_regulariser_lowers_the_residual():
-    # a few hundred steps on a 2-Gaussian data set: w_R = 1 leaves a much smaller residual than w_R = 0
+    # 80 steps on a 2-Gaussian data set: w_R = 1 leaves a much smaller residual than w_R = 0
     sde = OU()
     g = torch.Generator().manual_seed(0)
     data = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])[torch.randint(0, 2, (4096,), generator=g)] + 0.3 * torch.randn(4096, 2, generator=g)
@@ -155,8 +157,8 @@ def test_regulariser_lowers_the_residual():
         net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.SiLU(), torch.nn.Linear(32, 1))
         phi = lambda x, t: net(torch.cat([x, t[:, None] / sde.T], 1)).squeeze(1) - (x ** 2).sum(1)
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        for step in range(150):
-            batch = data[torch.randint(0, 4096, (256,), generator=g)]
+        for step in range(80):
+            batch = data[torch.randint(0, 4096, (128,), generator=g)]
             loss = regularised_loss(phi, sde, batch, w_R, generator=g, weighting="sigma2")
             opt.zero_grad()
             loss.backward()
