@@ -403,21 +403,27 @@ def _reference(name, x, temperature, generator, seed, extra, rows):
         raise ValueError(f"{name} row {int((xd == float('inf')).any(1).nonzero()[0, 0])} contains +inf")
     if name == "probs" and (xd < 0).any():
         raise ValueError(f"{name} row {int((xd < 0).any(1).nonzero()[0, 0])} contains a negative probability")
-    logw = xd / temperature if name == "logits" else torch.log(xd) / temperature  # log of the masses
+    e = None
     if extra is not None:
         e = extra.double() if isinstance(extra, torch.Tensor) else torch.full((x.shape[0],), float(extra),
                                                                               dtype=torch.float64)
         e = e.to(x.device)
         if torch.isnan(e).any() or (e < 0).any() or (e == float("inf")).any():
             raise ValueError("extra_mass must be finite and >= 0")
-        logw = torch.cat([logw, torch.log(e)[:, None]], dim=1)
-    top = logw.amax(dim=1, keepdim=True)
-    if x.shape[0] and not torch.isfinite(top).all():
-        i = int((~torch.isfinite(top[:, 0])).nonzero()[0, 0])
-        raise ValueError(f"{name} row {i} {_BAD_CODES[0]}")
+    if name == "probs" and temperature == 1.0:  # the masses as they are
+        w = xd if e is None else torch.cat([xd, e[:, None]], dim=1)
+        ok = w.amax(dim=1) > 0
+    else:  # tempered masses, through logs: exp(log(mass) / T - row max)
+        logw = xd / temperature if name == "logits" else torch.log(xd) / temperature
+        if e is not None:
+            logw = torch.cat([logw, torch.log(e)[:, None]], dim=1)
+        top = logw.amax(dim=1, keepdim=True)
+        ok = torch.isfinite(top[:, 0])
+        w = torch.exp(logw - torch.where(torch.isfinite(top), top, 0.0))  # the leader at mass 1
+    if not ok.all():
+        raise ValueError(f"{name} row {int((~ok).nonzero()[0, 0])} {_BAD_CODES[0]}")
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=x.device)
-    w = torch.exp(logw - top)  # masses up to a per-row factor, the leader at 1
     if seed is not None:
         generator = torch.Generator(device=x.device).manual_seed(seed)
     return reference_sample_categorical(w, dtype=torch.float64, generator=generator)

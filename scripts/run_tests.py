@@ -1,11 +1,17 @@
-"""The test command (`make test`): package tests, then every notebook in quick mode.
+"""The test command (`make test`): package tests, every notebook in quick mode, the site in a browser.
 
-Prints the slowest tests and the slowest notebooks at the end. Extra arguments go to both
-pytest runs, e.g. `python scripts/run_tests.py -x`.
+1. pytest on tests/ (the packages, the papers' claims at small scale, the site build);
+2. nbval on every notebook in lessons/ with DFM_MODE=quick;
+3. the course site built with --strict and checked page by page in headless Chromium
+   (scripts/browser_check.py); Debian's chromium is installed first when it is missing.
+Prints the slowest tests and notebooks, and a summary. Extra arguments go to both pytest runs,
+e.g. `python scripts/run_tests.py -x`.
 """
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +23,33 @@ STAGES = [
 ]
 
 
+PORT = 8765  # the site is built for this address, since its download links are absolute
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> None:
+    """Install Debian's chromium (no recommends) when it is missing and we may."""
+    if pathlib.Path(CHROMIUM).exists():
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise SystemExit(f"{CHROMIUM} is missing: install it with `apt-get install --no-install-recommends chromium`")
+    print("installing Debian's chromium for the browser check", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True, **quiet)
+
+
+def browser_stage() -> int:
+    site = pathlib.Path("site")
+    env = {**os.environ, "SITE_URL": f"http://127.0.0.1:{PORT}/", "NO_MKDOCS_2_WARNING": "1"}
+    build = subprocess.call([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)], env=env)
+    if build != 0:
+        return build
+    return subprocess.call([sys.executable, "scripts/browser_check.py", str(site), "--port", str(PORT)])
+
+
 def main() -> int:
+    ensure_chromium()  # first, so that the browser check's own tests run in the package stage
     failed, times = [], []
     for name, args, env in STAGES:
         print(f"\n===== {name} =====", flush=True)
@@ -27,6 +59,11 @@ def main() -> int:
         times.append((name, time.perf_counter() - start))
         if code != 0:
             failed.append(name)
+    print("\n===== the site in a browser =====", flush=True)
+    start = time.perf_counter()
+    if browser_stage() != 0:
+        failed.append("site in a browser")
+    times.append(("site in a browser", time.perf_counter() - start))
     print("\n===== summary =====")
     for name, seconds in times:
         print(f"{name:<24} {seconds:7.1f} s  {'FAILED' if name in failed else 'passed'}")

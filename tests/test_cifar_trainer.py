@@ -1,0 +1,203 @@
+"""cifar trainer: exact resume, checkpoint safety, the compile fallback, the recipe cache, and DDP over gloo."""
+import os
+import pathlib
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from cifar import trainer as trainer_module
+from cifar.data import to_model_space
+from cifar.recipes import LESSONS, build_model, check_recipe, get_recipe
+from cifar.shapes import make_shapes
+from cifar.trainer import CheckpointError, load_checkpoint, save_checkpoint, train, train_recipe
+from cifar.unet import make_unet
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster than two, and much faster when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(n=16):
+    images, present = make_shapes(n, seed=0)
+    return images[:, :, ::2, ::2].contiguous(), present.long().sum(1) - 1  # 16x16 keeps the tests fast
+
+
+def _net(seed=0, dropout=0.1):
+    torch.manual_seed(seed)
+    return make_unet("tiny", channels=8, num_classes=3, dropout=dropout)
+
+
+def noisy_loss(model, batch, generator):
+    """A DDPM-like loss: its noise, its times and the net's dropout all draw random numbers."""
+    x0, y = to_model_space(batch[0]), batch[1]
+    t = torch.rand(len(x0), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    a = torch.cos(t * torch.pi / 2).view(-1, 1, 1, 1)
+    return (model(a * x0 + (1 - a * a).sqrt() * eps, t, y) - eps).pow(2).mean()
+
+
+def deterministic_loss(model, batch, generator):
+    x0 = to_model_space(batch[0])
+    return (model(0.5 * x0, torch.full((len(x0),), 0.3)) - x0).pow(2).mean()
+
+
+ARGS = dict(batch_size=8, lr=1e-3, warmup=3, ema_decay=0.9, seed=7, progress=False)
+
+
+def _assert_same_state(a: dict, b: dict):
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
+    for (ka, sa), (kb, sb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
+        assert ka == kb and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["step"] == b["step"] and a["losses"] == b["losses"]
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    data = _data()
+    full = train(_net(), data, noisy_loss, steps=8, checkpoint=tmp_path / "full.pt", checkpoint_every=100, **ARGS)
+    first = train(_net(), data, noisy_loss, steps=4, checkpoint=tmp_path / "split.pt", checkpoint_every=100, **ARGS)
+    assert first.step == 4 and len(first.losses) == 4
+    torch.manual_seed(123)  # a new session: other global RNG, other initial weights
+    resumed = train(_net(seed=99), data, noisy_loss, steps=8, checkpoint=tmp_path / "split.pt", **ARGS)
+    assert resumed.step == 8 and not resumed.from_cache
+    _assert_same_state(load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "split.pt"))
+    assert full.losses == resumed.losses
+    # a finished checkpoint is returned without training
+    again = train(_net(seed=5), data, noisy_loss, steps=8, checkpoint=tmp_path / "full.pt", **ARGS)
+    assert again.from_cache and all(torch.equal(p, q) for p, q in zip(again.ema.parameters(), full.ema.parameters()))
+    # without resume the two halves would differ: the check above can fail
+    fresh = train(_net(seed=99), data, noisy_loss, steps=4, **ARGS)
+    assert not all(torch.equal(p, q) for p, q in zip(fresh.model.parameters(), first.model.parameters()))
+
+
+def test_corrupt_checkpoint_raises_and_previous_survives(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    train(_net(), _data(), noisy_loss, steps=2, checkpoint=path, **ARGS)
+    good = path.read_bytes()
+    before = load_checkpoint(path)
+
+    def crash_mid_write(obj, f, *args, **kwargs):
+        f.write(good[: len(good) // 3])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer_module.torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, before)
+    monkeypatch.undo()
+    assert path.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["run.pt"]  # old one intact, no temp file
+
+    path.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        train(_net(), _data(), noisy_loss, steps=4, checkpoint=path, **ARGS)
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this trainer"):
+        load_checkpoint(path)
+    path.write_bytes(good)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(make_unet("tiny", channels=16), _data(), noisy_loss, steps=4, checkpoint=path, **ARGS)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            raise RuntimeError("CUDA error: misaligned address")
+
+    monkeypatch.setattr(trainer_module.torch, "compile", lambda module, **kw: Broken(module))
+    with pytest.warns(UserWarning, match="falling back to the eager model"):
+        compiled = train(_net(), _data(), noisy_loss, steps=3, compile=True, **ARGS)
+    eager = train(_net(), _data(), noisy_loss, steps=3, **ARGS)
+    assert compiled.losses == eager.losses
+
+
+def test_train_recipe_caches_by_recipe(tmp_path):
+    recipe = get_recipe("03-momentum", "quick")
+    recipe["data"]["n"] = 16
+    recipe["train"].update(steps=3, batch_size=4)
+    recipe["model"]["channels"] = 8
+    calls = []
+
+    def loss(model, batch, generator):
+        calls.append(1)
+        return noisy_loss(model, batch, generator)
+
+    first = train_recipe(recipe, loss, cache_dir=tmp_path, progress=False)
+    assert not first.from_cache and len(calls) == 3 and first.path.parent == tmp_path
+    second = train_recipe(recipe, loss, cache_dir=tmp_path, progress=False)
+    assert second.from_cache and len(calls) == 3
+    assert all(torch.equal(p, q) for p, q in zip(first.ema.parameters(), second.ema.parameters()))
+    recipe["train"]["lr"] = 1e-4  # another recipe, another run
+    third = train_recipe(recipe, loss, cache_dir=tmp_path, progress=False)
+    assert not third.from_cache and third.path != first.path
+
+
+def test_every_recipe_is_consistent():
+    for lesson in LESSONS:
+        for mode in ("quick", "full"):
+            recipe = get_recipe(lesson, mode)
+            check_recipe(recipe)
+            assert recipe["lesson"] == lesson and recipe["mode"] == mode
+            if mode == "quick":
+                assert recipe["data"]["name"] == "shapes"  # no download in quick mode
+                assert build_model(recipe["model"]) is not None
+    with pytest.raises(ValueError, match="lesson"):
+        get_recipe("05-nothing", "quick")
+    bad = get_recipe("04-masked-fhs", "quick")
+    bad["model"]["length"] = 1024
+    with pytest.raises(ValueError, match="length"):
+        check_recipe(bad)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        train(_net(), _data(), noisy_loss, steps=0, batch_size=4)
+    with pytest.raises(TypeError, match="data"):
+        train(_net(), [1, 2], noisy_loss, steps=1, batch_size=4)
+    with pytest.raises(ValueError, match="amp"):
+        train(_net(), _data(), noisy_loss, steps=1, batch_size=4, amp="fp8")
+    with pytest.raises(TypeError, match="scalar"):
+        train(_net(), _data(), lambda m, b, g: m(to_model_space(b[0]), 0.1, b[1]), steps=1, batch_size=4,
+              progress=False)
+
+
+# ------------------------------------------------------------------------------------ distributed
+def _ddp_worker(rank: int, world: int, folder: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                                         world_size=world)
+    try:
+        net = _net(dropout=0.0)
+        result = train(net, _data(), deterministic_loss, steps=4, batch_size=8, lr=1e-3, warmup=2, seed=3,
+                       progress=False)
+        torch.save({k: v.clone() for k, v in result.model.state_dict().items()}, f"{folder}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    single = train(_net(dropout=0.0), _data(), deterministic_loss, steps=4, batch_size=8, lr=1e-3, warmup=2, seed=3,
+                   progress=False).model.state_dict()
+    moved = False
+    for k in single:
+        assert torch.equal(ranks[0][k], ranks[1][k]), f"ranks disagree on {k}"
+        assert torch.allclose(ranks[0][k], single[k], atol=1e-6, rtol=1e-5), f"DDP differs from one process on {k}"
+        moved |= not torch.equal(single[k], _net(dropout=0.0).state_dict()[k])
+    assert moved
