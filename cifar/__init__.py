@@ -1,1 +1,17 @@
-"""The 32x32 laboratory."""
+"""The 32x32 laboratory: data, nets and one trainer for the four CIFAR-scale notebooks.
+
+Modules, each with one job:
+
+* :mod:`cifar.cifar10`: CIFAR-10 from its official archive (checksum-verified download, cached).
+* :mod:`cifar.shapes`: Simple Shapes at 32x32 (seeded generator) and :func:`~cifar.shapes.count_shapes`.
+* :mod:`cifar.tokens`: token views of images for masked diffusion (:class:`~cifar.tokens.TokenView`).
+* :mod:`cifar.data`: ``load_dataset(spec)`` over all of the above; pixel <-> model-space conversions.
+* :mod:`cifar.unet`: a time- and class-conditioned U-Net (null class for classifier-free guidance).
+* :mod:`cifar.transformer`: a bidirectional token transformer.
+* :mod:`cifar.trainer`: ``train`` (AdamW, warm-up, clipping, EMA, bf16, compile fallback, atomic
+  checkpoints with exact resume, DDP) and ``train_recipe`` (the same, cached by recipe).
+* :mod:`cifar.recipes`: a quick (CPU) and a full (GPU) recipe per lesson.
+* :mod:`cifar.bench`: ``python -m cifar.bench`` prints training and sampling throughput.
+
+Nothing here imports ``toy2d``, ``minimal`` or the lessons.
+"""

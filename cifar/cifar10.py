@@ -19,6 +19,7 @@ cannot run code.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import pathlib
@@ -100,12 +101,21 @@ def download_cifar10(root: str | os.PathLike | None = None, *, url: str | None =
             raise DatasetError(f"download of {url} was truncated: {received} of {total} bytes")
         if digest.hexdigest() != md5:
             raise DatasetError(f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}; nothing was kept")
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private
         os.replace(tmp_name, path)
+    except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
+        _remove(tmp_name)
+        raise DatasetError(f"download of {url} failed ({type(error).__name__}: {error}); nothing was kept. "
+                           f"Offline? Put {ARCHIVE_NAME} in {folder} (or set {DATA_VARIABLE}).") from error
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        _remove(tmp_name)
         raise
     return path
+
+
+def _remove(name):
+    if os.path.exists(name):
+        os.unlink(name)
 
 
 def _progress(total, enabled, desc):

@@ -28,7 +28,7 @@ from .unet import make_unet
 LESSONS = ("01-hallucination", "02-fpe-gap", "03-momentum", "04-masked-fhs")
 MODES = ("quick", "full")
 
-_QUICK_TRAIN = dict(steps=250, batch_size=32, lr=2e-3, warmup=25, weight_decay=0.0, grad_clip=1.0,
+_QUICK_TRAIN = dict(steps=200, batch_size=32, lr=2e-3, warmup=25, weight_decay=0.0, grad_clip=1.0,
                     ema_decay=0.99, seed=0, checkpoint_every=100, augment=None, compile=False)
 _FULL_TRAIN = dict(steps=6000, batch_size=128, lr=2e-4, warmup=200, weight_decay=0.0, grad_clip=1.0,
                    ema_decay=0.9995, seed=0, checkpoint_every=1000, augment=None, compile=True)

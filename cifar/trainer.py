@@ -14,7 +14,9 @@ linearly over ``warmup`` steps, and updates the EMA weights.
 Randomness is a function of (seed, step, rank): the batch indices and the generator handed to
 ``loss_fn`` are re-seeded from it at every step. So a run resumed from a checkpoint draws exactly
 what the uninterrupted run drew, and every rank of a multi-GPU run picks the same global batch and
-keeps its own slice. The global torch RNG (dropout) is saved in checkpoints too (rank 0's).
+keeps its own slice. The global torch RNG (dropout) is saved in checkpoints too (rank 0's), and
+the caller's global RNG state is put back on return, so a cell after training draws the same
+numbers whether the run was trained or loaded from the cache.
 
 Checkpoints hold model, EMA, optimizer, step, loss history and RNG state. They are written every
 ``checkpoint_every`` steps and at the end, to a temporary file then renamed over the old one (a
@@ -25,15 +27,24 @@ once, which is how :func:`train_recipe` caches whole runs by recipe.
 Several GPUs: launch the same script with ``torchrun --nproc_per_node=K script.py``; the trainer
 sees the environment, joins the process group (NCCL on CUDA, gloo on CPU), wraps the model in
 DistributedDataParallel and splits each global batch of ``batch_size`` into K slices. Rank 0 alone
-writes checkpoints and shows progress. Nothing changes in the calling code.
+writes checkpoints and shows progress. Nothing changes in the calling code::
+
+    # train_shapes.py, run as: torchrun --nproc_per_node=4 train_shapes.py
+    from cifar.recipes import get_recipe
+    from cifar.trainer import train_recipe
+    from my_lesson import ddpm_loss
+    run = train_recipe(get_recipe("01-hallucination", "full"), ddpm_loss)
 
 ``compile=True`` runs the model through ``torch.compile``; when compilation or a compiled step
 raises (inductor has crashed on some GPU/torch pairs when a graph recompiled), the trainer warns,
 drops back to the eager model and redoes the step, so a compiler failure never ends a lesson.
-(An error that corrupts the CUDA context itself cannot be recovered from inside the process.)
+The batch size never changes during training, so the compiled graph is never recompiled, and the
+models returned are the eager ones. (An error that corrupts the CUDA context itself cannot be
+recovered from inside the process.)
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import inspect
@@ -92,6 +103,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -128,6 +140,7 @@ def _distributed(device):
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
+        atexit.register(dist.destroy_process_group)  # we joined it, we leave it
     if not (dist.is_available() and dist.is_initialized()):
         return 0, 1, device
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -214,6 +227,7 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     cuda = device.type == "cuda"
 
+    caller_rng = _rng_state()  # restored on return: training leaves the caller's global RNG as it found it
     model = model.to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # only 4-D weights change layout
@@ -225,7 +239,7 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     step, losses = 0, []
     path = pathlib.Path(checkpoint) if checkpoint is not None else None
     if path is not None and resume and path.exists():
-        state = load_checkpoint(path, map_location=device)
+        state = load_checkpoint(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
         if state["step"] > steps:
             raise CheckpointError(f"{path} is at step {state['step']}, beyond the {steps} steps asked for")
         try:
@@ -319,6 +333,7 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
         save_checkpoint(path, state_dict())
     if world > 1:
         dist.barrier()
+    _set_rng_state(caller_rng)
     model.eval()
     done = step - start_step
     return TrainResult(model=model, ema=ema, losses=losses, step=step, seconds=seconds if done else 0.0,
@@ -363,6 +378,15 @@ def load_run(path: str | os.PathLike, model: nn.Module) -> TrainResult:
                        step=int(state["step"]), from_cache=True, path=pathlib.Path(path), recipe=state.get("recipe"))
 
 
+def _initial_model(recipe: dict) -> nn.Module:
+    """The recipe's untrained net; its weights depend on the recipe's seed only, the caller's RNG is untouched."""
+    from .recipes import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe["train"].get("seed", 0))
+        return build_model(recipe["model"])
+
+
 def train_recipe(recipe: dict, loss_fn: Callable, *, cache_dir: str | os.PathLike | None = None,
                  retrain: bool = False, device: str | torch.device | None = None, compile: bool | None = None,
                  progress: bool = True, data: Sequence[torch.Tensor] | None = None) -> TrainResult:
@@ -374,7 +398,7 @@ def train_recipe(recipe: dict, loss_fn: Callable, *, cache_dir: str | os.PathLik
     ``data`` replaces the recipe's dataset (e.g. tensors the notebook already holds).
     Moves the returned models to ``device`` (default: CUDA when present).
     """
-    from .recipes import build_model, check_recipe
+    from .recipes import check_recipe
 
     check_recipe(recipe)
     path = run_path(recipe, loss_fn, cache_dir)
@@ -385,7 +409,7 @@ def train_recipe(recipe: dict, loss_fn: Callable, *, cache_dir: str | os.PathLik
     if path.exists():
         state = load_checkpoint(path)
         if state["step"] >= cfg["steps"]:
-            result = load_run(path, build_model(recipe["model"]))
+            result = load_run(path, _initial_model(recipe))
             result.model.to(device)
             result.ema.to(device)
             return result
@@ -396,6 +420,6 @@ def train_recipe(recipe: dict, loss_fn: Callable, *, cache_dir: str | os.PathLik
     compile = bool(cfg.get("compile", False)) and device.type == "cuda" if compile is None else compile
     train_args = {k: cfg[k] for k in ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
                                       "checkpoint_every", "augment") if k in cfg}
-    return train(build_model(recipe["model"]), data, loss_fn, steps=cfg["steps"], batch_size=cfg["batch_size"],
+    return train(_initial_model(recipe), data, loss_fn, steps=cfg["steps"], batch_size=cfg["batch_size"],
                  checkpoint=path, resume=True, device=device, compile=compile, progress=progress, recipe=recipe,
                  **train_args)

@@ -1,6 +1,6 @@
 """A bidirectional transformer over token sequences, for masked diffusion.
 
-    net = make_transformer("default", vocab_size=256, length=1024)   # 14.6M parameters
+    net = make_transformer("default", vocab_size=256, length=1024)   # 14.8M parameters
     logits = net(tokens)                                            # int [B, L] in 0..vocab_size -> [B, L, vocab_size]
 
 Input ids run over ``0..vocab_size``: the last one, ``vocab_size``, is the mask token (see
@@ -11,16 +11,16 @@ the whole sequence.
 A masked diffusion model needs no time input (Zheng et al., 2025: the optimal denoiser depends on
 the number of masked tokens only, which it can read from the input), so ``time_conditioning`` is
 off by default. With it on, ``net(tokens, t)`` takes t [B] in [0, 1] and modulates every
-LayerNorm with a scale and shift computed from t (adaLN, as in DiT).
+LayerNorm with a scale and shift computed from t (adaLN, as in DiT); without it, t is ignored.
 
 Pre-LayerNorm blocks (attention then MLP, GELU, ratio 4), learned absolute positions, untied
 output head started at zero (uniform logits before training). Per block 12 d^2 parameters.
 
 | preset | d | layers | heads | parameters (vocab 256, L 1024) |
 |---|---|---|---|---|
-| ``tiny`` | 64 | 2 | 2 | 0.18M |
-| ``small`` | 128 | 4 | 4 | 0.96M |
-| ``default`` | 384 | 8 | 6 | 14.7M |
+| ``tiny`` | 64 | 2 | 2 | 0.20M |
+| ``small`` | 128 | 4 | 4 | 0.99M |
+| ``default`` | 384 | 8 | 6 | 14.8M |
 """
 from __future__ import annotations
 

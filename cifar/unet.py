@@ -4,7 +4,7 @@ The classic DDPM layout (Ho et al., 2020), trimmed: residual blocks whose GroupN
 by the time(+class) embedding (scale and shift), downsampling by strided convolutions, nearest
 upsampling, self-attention at the coarse resolutions, skip connections between the two halves.
 
-    net = make_unet("default", num_classes=10)   # 6.2M parameters
+    net = make_unet("default", num_classes=10)   # 6.9M parameters
     out = net(x, t, y)                           # x [B, 3, 32, 32], t [B] in [0, 1], y [B] -> [B, 3, 32, 32]
 
 Time ``t`` is a float in [0, 1] (continuous-time lessons pass t, discrete ones pass step / T), a
@@ -23,9 +23,9 @@ Presets (parameters with ``num_classes=None``; a class table adds (K+1) x 4*chan
 
 | preset | channels | mults | blocks/level | attention at | parameters |
 |---|---|---|---|---|---|
-| ``tiny`` | 16 | (1, 2) | 1 | none | 0.10M |
-| ``small`` | 32 | (1, 2, 2) | 1 | 8x8 | 0.96M |
-| ``default`` | 64 | (1, 2, 2) | 2 | 16x16, 8x8 | 6.2M |
+| ``tiny`` | 16 | (1, 2) | 1 | none | 0.17M |
+| ``small`` | 32 | (1, 2, 2) | 1 | 8x8 | 1.19M |
+| ``default`` | 64 | (1, 2, 2) | 2 | 8x8 | 6.95M |
 """
 from __future__ import annotations
 

@@ -1,22 +1,25 @@
 """Benchmark: exact categorical sampling against the memory floor, then FHS against MDLM end to end.
 
-    python -m kernels.bench            # the issue's sizes (meant for a GPU)
-    python -m kernels.bench --small    # CPU-sized: N / 32 rows, a short end-to-end run
+    python -m kernels.bench                       # full sizes (meant for a GPU)
+    python -m kernels.bench --small               # CPU-sized: N / 32 rows, a short end-to-end run
+    python -m kernels.bench --count-instructions  # compile for an H100 and count (no GPU needed)
 
-Prints two tables (nothing is asserted; the tests check correctness):
+Prints (nothing is asserted; the tests check correctness):
 
 1. For bf16 logits [8192 x 50257], [1024 x 50257] and [49152 x 256]: the read-only floor (one pass
    over the logits: a row max), the float64 and float32 exponential races of the reference code
    (softmax, a uniform per element, ``argmax p / E``), ``torch.multinomial``, and
    ``kernels.categorical.sample`` (the Triton kernel on CUDA; on CPU its float64 reference path),
    in milliseconds and as multiples of the floor.
+   On CUDA also two variants of the kernel: the hardware's approximate log2, and 7 Philox rounds.
 2. FHS against MDLM at L = 1024, V = 50257 with a fixed stand-in network (an embedding and a linear
    head): wall time and network calls.
+3. With ``--count-instructions``: machine instructions per element in the kernel's main loop.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import math
 import time
 
 import torch
@@ -29,17 +32,20 @@ EPS = 1e-10
 
 
 def _timer(device):
+    """Wall time on a GPU; on a CPU the process's own CPU time, which other jobs on a shared machine
+    disturb far less than wall time (the CPU runs use one thread)."""
     if device.type == "cuda":
         def now():
             torch.cuda.synchronize()
             return time.perf_counter()
     else:
-        now = time.perf_counter
+        now = time.process_time
     return now
 
 
 def time_ms(fn, device, repeats):
-    """Median wall time of ``fn()`` in ms, after one warm-up call."""
+    """Best wall time of ``fn()`` over ``repeats`` runs in ms, after one warm-up call (the minimum is
+    the least disturbed by other work on a shared machine)."""
     now = _timer(device)
     fn()
     runs = []
@@ -47,7 +53,7 @@ def time_ms(fn, device, repeats):
         start = now()
         fn()
         runs.append((now() - start) * 1e3)
-    return statistics.median(runs)
+    return min(runs)
 
 
 def race(logits, dtype, generator):
@@ -78,12 +84,19 @@ def sampling_table(device, shapes, repeats):
         print(f"{f'{n} x {v}':>16} {mb:7.1f} | {floor:8.3f} | " + " | ".join(f"{c:>14}" for c in cells[:3])
               + f" | {cells[3]:>22}")
         print(f"{'':>16} {'':>7} | {mb / floor:6.1f} GB/s read")
+        if device.type == "cuda" and triton_available():  # variants, for the roofline
+            from kernels import categorical
+
+            for label, kw in [("hardware log2", {"fast_log2": True}), ("Philox-4x32-7", {"n_rounds": 7})]:
+                ms = time_ms(lambda kw=kw: categorical._launch(x, None, None, is_probs=False, scale=math.log2(math.e),
+                                                               seed=0, **kw), device, repeats)
+                print(f"{'':>16} {'':>7} | kernel variant, {label}: {ms:.3f} ms ({ms / floor:.1f}x)")
 
 
 def _device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{torch.get_num_threads()} CPU threads"
+    return f"CPU time, {torch.get_num_threads()} thread(s)"
 
 
 class FixedNetwork:
@@ -108,14 +121,15 @@ def end_to_end_table(device, length, vocab, batch, steps, width, repeats):
     net = FixedNetwork(vocab, width, device, dtype)
     start = torch.full((batch, length), vocab, dtype=torch.int64, device=device)
     print(f"\n2. End to end, batch {batch}, L = {length}, V = {vocab}, fixed network (width {width}), {device}")
-    head = f"{'sampler':<34} {'NFE':>6} {'ms':>10} {'ms / NFE':>9}"
+    head = f"{'sampler':<38} {'NFE':>6} {'ms':>10} {'ms / NFE':>9}"
     print(head)
     print("-" * len(head))
-    runs = [("FHS, exact kernel/sample()", lambda: fhs_sample(net.logits, start, vocab, output="logits", seed=0))]
+    path = "kernel" if device.type == "cuda" and triton_available() else "float64 ref."
+    runs = [(f"FHS, kernels.fhs ({path})", lambda: fhs_sample(net.logits, start, vocab, output="logits", seed=0))]
     for n in steps:
-        runs.append((f"MDLM N={n}, exact kernel/sample()",
+        runs.append((f"MDLM N={n}, kernels.fhs ({path})",
                      lambda n=n: mdlm_sample(net.logits, start, vocab, n, output="logits", seed=0)))
-        runs.append((f"MDLM N={n}, float64 reference",
+        runs.append((f"MDLM N={n}, minimal (float64)",
                      lambda n=n: ref.mdlm_sample(net.probs, (batch, length), vocab, n, dtype=torch.float64,
                                                  generator=torch.Generator(device=device).manual_seed(0),
                                                  device=device)))
@@ -123,7 +137,55 @@ def end_to_end_table(device, length, vocab, batch, steps, width, repeats):
         net.calls = 0
         ms = time_ms(fn, device, repeats)
         nfe = net.calls // (repeats + 1)
-        print(f"{name:<34} {nfe:>6} {ms:>10.1f} {ms / max(nfe, 1):>9.2f}")
+        print(f"{name:<38} {nfe:>6} {ms:>10.1f} {ms / max(nfe, 1):>9.2f}")
+
+
+def instruction_counts(vocab=50257):
+    """Compile the kernel for an H100 (sm_90, no GPU needed) and count the machine instructions of its
+    main loop per element, for bf16 logits: the compute side of the roofline."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels import categorical
+
+    if categorical.interpreter_active():
+        print("\n(instruction counts need the compiled kernel: unset TRITON_INTERPRET)")
+        return
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    rows, half, warps = categorical._tile(vocab, 8192, torch.device("cuda"))
+    per_thread = rows * 2 * half // (32 * warps)  # elements each thread handles per loop iteration
+    sig = {"x_ptr": "*bf16", "row_index_ptr": "*i64", "extra_ptr": "*fp32", "bits_ptr": "*i32",
+           "out_ptr": "*i64", "n_rows": "i32", "V": "i32", "stride_x": "i32", "stride_bits": "i32",
+           "key0": "i32", "key1": "i32", "scale": "fp32", "IS_PROBS": "constexpr", "HAS_ROW_INDEX": "constexpr",
+           "HAS_EXTRA": "constexpr", "BITS_FROM_MEMORY": "constexpr", "ROWS": "constexpr", "HALF": "constexpr",
+           "N_ROUNDS": "constexpr", "FAST_LOG2": "constexpr"}
+    print(f"\n3. Machine instructions per element in the main loop (bf16 logits, V = {vocab}, sm_90, "
+          f"{warps} warps, {per_thread} elements per thread per iteration)")
+    for name, rounds, fast in [("as used by sample(): Philox-4x32-10, accurate log2", 10, False),
+                               ("Philox-4x32-7", 7, False), ("hardware log2 (lg2.approx)", 10, True)]:
+        consts = {"IS_PROBS": False, "HAS_ROW_INDEX": False, "HAS_EXTRA": False, "BITS_FROM_MEMORY": False,
+                  "ROWS": rows, "HALF": half, "N_ROUNDS": rounds, "FAST_LOG2": fast}
+        src = ASTSource(fn=categorical._race_kernel, signature=sig, constexprs=consts)
+        kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(kernel.asm["cubin"])
+            f.flush()
+            sass = subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+        lines = sass.splitlines()
+        is_instr = [bool(re.search(r"/\*[0-9a-f]{4,}\*/", line)) for line in lines]
+        labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.L_x_\d+):", line))}
+        loop = 0  # the longest backward branch is the loop over the vocabulary
+        for i, line in enumerate(lines):
+            m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+            if m and labels.get(m.group(1), i) < i:
+                loop = max(loop, sum(is_instr[labels[m.group(1)]:i + 1]))
+        print(f"  {name:<52} {loop / per_thread:6.1f}   (whole kernel: {sum(is_instr)})")
 
 
 def main(argv=None):
@@ -132,8 +194,15 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--count-instructions", action="store_true",
+                        help="only compile the kernel for an H100 and count its instructions (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.count_instructions:
+        instruction_counts()
+        return
     device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # CPU time of one thread: comparable between runs on a shared machine
     shapes = [(8192, 50257), (1024, 50257), (49152, 256)]
     if args.small:
         shapes = [(n // 32, v) for n, v in shapes]
@@ -142,7 +211,7 @@ def main(argv=None):
     sampling_table(device, shapes, repeats)
     if not args.skip_end_to_end:
         if args.small:
-            end_to_end_table(device, length=64, vocab=2048, batch=1, steps=(64, 1024), width=32, repeats=1)
+            end_to_end_table(device, length=64, vocab=2048, batch=1, steps=(64, 256), width=32, repeats=1)
         else:
             end_to_end_table(device, length=1024, vocab=50257, batch=1, steps=(1024, 10_000), width=64,
                              repeats=1)

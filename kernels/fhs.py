@@ -30,7 +30,7 @@ __all__ = ["fhs_sample", "mdlm_step", "mdlm_sample"]
 
 
 def _check_common(model, x, mask_id, output):
-    if not callable(model):
+    if model is not None and not callable(model):
         raise TypeError(f"model must be callable (tokens [B, L] -> [B, L, V]), got {type(model).__name__}")
     if not isinstance(x, torch.Tensor) or x.dtype != torch.int64:
         raise TypeError(f"x must be an int64 tensor of shape [B, L], got "
@@ -94,7 +94,9 @@ def fhs_sample(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, m
     g = _generator(generator, seed, x.device)
     B, L = x.shape
     x = x.clone()
-    tt = torch.ones(B, dtype=torch.float64, device=x.device) if t is None else t.to(torch.float64).clone()
+    if t is not None and not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a float64 tensor of shape [{B}] or None, got {type(t).__name__}")
+    tt = torch.ones(B, dtype=torch.float64, device=x.device) if t is None else t.to(x.device, torch.float64).clone()
     if tt.shape != (B,) or not (tt > 0).all():
         raise ValueError(f"t must be a positive tensor of shape [{B}]")
     times = torch.full((B, L), float("nan"), dtype=torch.float64, device=x.device)
@@ -140,7 +142,7 @@ def mdlm_step(mu: torch.Tensor, x: torch.Tensor, mask_id: int, t, s, *,
     Returns:
         [B, L] int64, the tokens at time ``s``.
     """
-    _check_common(lambda z: z, x, mask_id, "probs")
+    _check_common(None, x, mask_id, "probs")
     if not isinstance(mu, torch.Tensor) or not mu.is_floating_point() or mu.dim() != 3 or mu.shape[:2] != x.shape:
         raise ValueError(f"mu must be a float tensor [B, L, V] matching x {tuple(x.shape)}")
     B, L = x.shape

@@ -105,6 +105,10 @@ def test_cifar10_truncated_download_and_corrupt_cache(fake_source, monkeypatch):
     assert not cached.exists()
     with pytest.raises(FileNotFoundError):
         load_cifar10("train", download=False)
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", (source.parent / "missing.tar.gz").as_uri())  # no connection
+    with pytest.raises(DatasetError, match="failed"):
+        load_cifar10("train", progress=False)
+    assert list(cache.iterdir()) == []
     with pytest.raises(ValueError, match="split"):
         load_cifar10("validation")
 

@@ -137,11 +137,18 @@ def test_train_recipe_caches_by_recipe(tmp_path):
         calls.append(1)
         return noisy_loss(model, batch, generator)
 
+    torch.manual_seed(11)
     first = train_recipe(recipe, loss, cache_dir=tmp_path, progress=False)
+    after_training = torch.rand(3)
     assert not first.from_cache and len(calls) == 3 and first.path.parent == tmp_path
+    torch.manual_seed(11)
     second = train_recipe(recipe, loss, cache_dir=tmp_path, progress=False)
     assert second.from_cache and len(calls) == 3
+    assert torch.equal(torch.rand(3), after_training)  # the caller's RNG stream is the same either way
     assert all(torch.equal(p, q) for p, q in zip(first.ema.parameters(), second.ema.parameters()))
+    torch.manual_seed(12345)  # another session: same recipe, same weights
+    elsewhere = train_recipe(recipe, loss, cache_dir=tmp_path / "elsewhere", progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(first.ema.parameters(), elsewhere.ema.parameters()))
     recipe["train"]["lr"] = 1e-4  # another recipe, another run
     third = train_recipe(recipe, loss, cache_dir=tmp_path, progress=False)
     assert not third.from_cache and third.path != first.path
