@@ -20,7 +20,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) "$(TORCH)"
-	$(PIP) -e ".[site,test]"
+	$(PIP) -e ".[site,test,kernels]"
 	touch $@
 
 course: $(VENV)/.installed
