@@ -409,6 +409,8 @@ def _predicted_mdlm_float32(mu, num_steps, delta=2.0 ** -24):
 def _demo():
     import time
 
+    torch.set_num_threads(1)  # small tensors in a long loop: threads cost more than they give
+
     # An "oracle" with no network: at every position, token 0 has probability 1/2 and each of K rare
     # tokens 1/(2K). In one MDLM step a rare token faces the mask at r = (t - s)/(2 K s) ~ 1/(2 K N t),
     # below float32's grid 2^-24 once N K t > 2^23: then float32 almost never draws it.
