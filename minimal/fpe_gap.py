@@ -67,7 +67,7 @@ Laplacian. On images Lai et al. use the vector residual of (5) instead,
 
     r_theta(t, x) = d_t s_theta - grad_x [ (1/2) g^2 div s_theta + (1/2) g^2 |s_theta|^2 - f . s_theta - div f ],   (7)
 
-with two cheap estimates: div s ~ eps^T grad_x (s . eps) with one Gaussian probe eps (Skilling-
+(for s = grad phi, r = grad_x R exactly), with two cheap estimates: div s ~ eps^T grad_x (s . eps) with one Gaussian probe eps (Skilling-
 Hutchinson: unbiased, one vector-Jacobian product), and d_t s by a second-order three-point finite
 difference on the non-uniform stencil {t - h_s, t, t + h_d}, h_s = 1e-3, h_d = 5e-4:
 
@@ -76,7 +76,7 @@ difference on the non-uniform stencil {t - h_s, t, t + h_d}, h_s = 1e-3, h_d = 5
 Training
 --------
 Denoising score matching, as in the official code (no lambda(t) weighting by default; t drawn as
-t_min + T * Beta(1, 2), which favours small t):
+t_min + (T - t_min) * Beta(1, 2), which favours small t; the official code draws 1e-5 + 10 Beta(1, 2)):
 
     L_DSM = E_{t, x_0, eps} mean_k ( s_theta(x_t, t) + eps / s(t) )_k^2,   x_t = a(t) x_0 + s(t) eps,   (9)
 
@@ -471,7 +471,7 @@ def _check_loss_args(fn, fn_name, sde, x0, generator):
 
 
 def _dsm_times(sde: SDE, n: int, like: Tensor, generator) -> Tensor:
-    # t = t_min + T * Beta(1, 2): the inverse CDF of Beta(1, 2) is 1 - sqrt(1 - U)
+    # t = t_min + (T - t_min) Beta(1, 2): the inverse CDF of Beta(1, 2) is 1 - sqrt(1 - U)
     u = torch.rand(n, generator=generator, dtype=like.dtype, device=like.device)
     return sde.t_min + (sde.T - sde.t_min) * (1 - torch.sqrt(1 - u))
 
@@ -496,7 +496,7 @@ def dsm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, generator: torch.Genera
              weighting: str = "none") -> Tensor:
     """Denoising score matching (9) on a batch of data x0 [B, *S]; returns a scalar.
 
-    t ~ t_min + T Beta(1, 2) as in the official code. ``weighting="none"`` (the official code's) or
+    t ~ t_min + (T - t_min) Beta(1, 2), as in the official code. ``weighting="none"`` (the official code's) or
     ``"sigma2"`` (lambda(t) = s(t)^2, i.e. the usual eps-prediction loss, far lower variance).
     For a potential model pass ``score_from_potential(phi_fn, create_graph=True)``.
     """
