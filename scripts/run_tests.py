@@ -16,9 +16,12 @@ import subprocess
 import sys
 import time
 
+# Two workers, one thread each: the models here are small, and two single-threaded processes keep
+# a 2-core machine busier than one process with two threads. loadfile keeps a notebook's cells in order.
+PARALLEL = ["-n", "2", "--dist", "loadfile"]
 STAGES = [
-    ("package tests", ["tests", "--durations=10"], {}),
-    ("notebooks, quick mode", ["--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=300",
+    ("package tests", [*PARALLEL, "tests", "--durations=10"], {}),
+    ("notebooks, quick mode", [*PARALLEL, "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=300",
                                "-p", "scripts.notebook_timing", "lessons"], {"DFM_MODE": "quick"}),
 ]
 
@@ -55,7 +58,7 @@ def main() -> int:
         print(f"\n===== {name} =====", flush=True)
         start = time.perf_counter()
         code = subprocess.call([sys.executable, "-m", "pytest", *args, *sys.argv[1:]],
-                               env={**os.environ, **env, "PYTHONPATH": os.getcwd()})
+                               env={"OMP_NUM_THREADS": "1", **os.environ, **env, "PYTHONPATH": os.getcwd()})
         times.append((name, time.perf_counter() - start))
         if code != 0:
             failed.append(name)
