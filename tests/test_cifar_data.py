@@ -18,15 +18,6 @@ from cifar.tokens import GREY256, MASK_ID, TokenView
 PER_BATCH = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster than two, and much faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _write_fake_archive(path, per_batch=PER_BATCH, extra_member=None):
     """A small archive in CIFAR-10's official layout: python-2-style pickles of dicts with bytes keys."""
     rng = np.random.default_rng(0)

@@ -7,15 +7,6 @@ from cifar.transformer import make_transformer
 from cifar.unet import PRESETS, count_parameters, drop_labels, make_unet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster than two, and much faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_unet_shapes_with_and_without_classes(preset):
     torch.manual_seed(0)

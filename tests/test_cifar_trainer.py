@@ -14,15 +14,6 @@ from cifar.trainer import CheckpointError, load_checkpoint, save_checkpoint, tra
 from cifar.unet import make_unet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster than two, and much faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n=16):
     images, present = make_shapes(n, seed=0)
     return images[:, :, ::2, ::2].contiguous(), present.long().sum(1) - 1  # 16x16 keeps the tests fast

@@ -35,7 +35,10 @@ def colab_like_python(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
                     str(ROOT)], check=True, env=quiet, capture_output=True)
     wheel, = wheels.glob("diffusion_failure_modes-*.whl")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, env=quiet)
+    # --ignore-installed: the editable install of the test environment is visible through the .pth
+    # line above as "already installed"; install the wheel into this environment regardless.
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)],
+                   check=True, env=quiet)
     return python
 
 

@@ -117,18 +117,13 @@ def test_sampling_with_the_exact_denoiser_does_not_hallucinate():
 def trained_1d():
     """A small DDPM on the official 1D mixture (means 1, 2, 3, std 0.05), and 8,000 of its samples."""
     x, mixture = toy2d.mixture_1d(2_000, seed=0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # a tiny MLP: one thread is as fast and never oversubscribes the CPU
-    try:
-        torch.manual_seed(0)
-        model = toy2d.MLP(1, hidden=64)
-        toy2d.train(model, lambda m, xb: ddpm_loss(m, xb, ALPHAS_CUMPROD), x, steps=1_500, batch_size=256,
-                    lr=3e-3, progress=False)
-        with torch.no_grad():
-            samples, traj = ddpm_sample(model, (8_000, 1), BETAS, generator=torch.Generator().manual_seed(1),
-                                        record_x0=10)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = toy2d.MLP(1, hidden=64)
+    toy2d.train(model, lambda m, xb: ddpm_loss(m, xb, ALPHAS_CUMPROD), x, steps=1_500, batch_size=256,
+                lr=3e-3, progress=False)
+    with torch.no_grad():
+        samples, traj = ddpm_sample(model, (8_000, 1), BETAS, generator=torch.Generator().manual_seed(1),
+                                    record_x0=10)
     return mixture, samples, traj
 
 

@@ -16,15 +16,6 @@ from minimal.masked_fhs import (fhs_sample, fp32_unmask_probability, masked_diff
 DELTA32 = 2.0 ** -24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors in long loops: one thread is fastest, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------
 # a short Markov chain whose exact denoiser is known by enumeration
 # ------------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ import torch
 
 import toy2d
 
-torch.set_num_threads(1)
-
 
 def points(result):
     return result[0] if isinstance(result, tuple) else result

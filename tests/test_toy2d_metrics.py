@@ -6,8 +6,6 @@ import torch
 
 import toy2d
 
-torch.set_num_threads(1)
-
 
 def cloud(n, seed, dim=2):
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

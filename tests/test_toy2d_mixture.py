@@ -7,8 +7,6 @@ import torch
 
 from toy2d import ClassConditionalMixture, GaussianMixture
 
-torch.set_num_threads(1)
-
 
 def anisotropic_mixture() -> GaussianMixture:
     """3 components in 2D with full, different covariances and unequal weights."""

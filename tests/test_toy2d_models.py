@@ -7,8 +7,6 @@ import torch
 import toy2d
 from toy2d import MLP
 
-torch.set_num_threads(1)
-
 
 def vp_levels(t):
     """A variance-preserving schedule for the tests: a = cos(pi t / 2), s = sin(pi t / 2)."""
