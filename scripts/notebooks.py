@@ -81,13 +81,12 @@ def problems(path: pathlib.Path) -> list[str]:
     """What is out of shape in one notebook (an empty list when it is fine)."""
     nb = nbformat.read(path, as_version=4)
     out = []
-    fresh = nbformat.read(path, as_version=4)
     badge, setup = _tagged(nb, BADGE_TAG), _tagged(nb, SETUP_TAG)
     if badge != [1] or nb.cells[1].source != badge_cell(path).source:
         out.append("the Colab badge cell is missing or stale (run: python scripts/notebooks.py stamp)")
     if setup != [2] or nb.cells[2].source != setup_cell().source:
         out.append("the colab-setup cell is missing or stale (run: python scripts/notebooks.py stamp)")
-    code = [c for c in fresh.cells if c.cell_type == "code"]
+    code = [c for c in nb.cells if c.cell_type == "code"]
     if not any(c.get("outputs") for c in code):
         out.append("committed without outputs (the site renders committed outputs)")
     if any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):

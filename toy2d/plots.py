@@ -113,14 +113,19 @@ def plot_trajectories(traj, ax=None, max_paths: int = 50, color=None, alpha: flo
     return ax
 
 
-def plot_vector_field(fn: Callable, xlim, ylim, ax=None, n: int = 20, color="tab:blue", normalize: bool = False):
-    """Arrows of a 2D vector field: ``fn`` maps points [n*n, 2] (float32) to vectors [n*n, 2]
-    (a score, a drift, a denoiser's displacement). ``normalize`` draws unit arrows (direction only)."""
+def _grid(xlim, ylim, n, dtype):
+    """Checked limits, the n x n meshgrid (gx, gy), and its points as a tensor [n*n, 2] of ``dtype``."""
     xlim, ylim = _check_lim(xlim, "xlim"), _check_lim(ylim, "ylim")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2, got {n!r}")
     gx, gy = np.meshgrid(np.linspace(*xlim, n), np.linspace(*ylim, n))
-    points = torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=torch.float32)
+    return xlim, ylim, gx, gy, torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=dtype)
+
+
+def plot_vector_field(fn: Callable, xlim, ylim, ax=None, n: int = 20, color="tab:blue", normalize: bool = False):
+    """Arrows of a 2D vector field: ``fn`` maps points [n*n, 2] (float32) to vectors [n*n, 2]
+    (a score, a drift, a denoiser's displacement). ``normalize`` draws unit arrows (direction only)."""
+    xlim, ylim, gx, gy, points = _grid(xlim, ylim, n, torch.float32)
     with torch.no_grad():
         v = _numpy(fn(points), "fn(points)")
     if v.shape != (n * n, 2):
@@ -138,11 +143,7 @@ def plot_vector_field(fn: Callable, xlim, ylim, ax=None, n: int = 20, color="tab
 def plot_density_2d(log_prob_fn: Callable, xlim, ylim, ax=None, n: int = 200, log: bool = False, cmap="viridis"):
     """Image of a 2D density: ``log_prob_fn`` maps points [n*n, 2] (float64) to log-densities [n*n].
     Shows the density itself, or the log-density with ``log=True`` (to see the tails)."""
-    xlim, ylim = _check_lim(xlim, "xlim"), _check_lim(ylim, "ylim")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    gx, gy = np.meshgrid(np.linspace(*xlim, n), np.linspace(*ylim, n))
-    points = torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=torch.float64)
+    xlim, ylim, gx, gy, points = _grid(xlim, ylim, n, torch.float64)
     with torch.no_grad():
         values = _numpy(log_prob_fn(points), "log_prob_fn(points)").reshape(-1)
     if values.shape[0] != n * n:
