@@ -198,7 +198,9 @@ def ddpm_sample(eps_model: EpsModel, shape: Sequence[int], betas: torch.Tensor, 
     traj = torch.empty((last, *shape), device=device, dtype=dtype) if last else None
     for t in range(T, 0, -1):
         beta, abar = betas64[t - 1].item(), alphas_cumprod[t - 1].item()
-        eps = eps_model(x, torch.full((shape[0],), t / T, device=device, dtype=dtype))
+        # t / T for every row [B], as a view of one value: a model may compute its time embedding once
+        t_batch = torch.full((1,), t / T, device=device, dtype=dtype).expand(shape[0])
+        eps = eps_model(x, t_batch)
         if traj is not None and t <= last:
             traj[last - t] = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)        # (3)
         mean = (x - beta / math.sqrt(1 - abar) * eps) / math.sqrt(1 - beta)            # (4), mean

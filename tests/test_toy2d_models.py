@@ -119,6 +119,22 @@ def test_mlp_output_shapes_and_time_forms():
     assert phi.shape == (5,)
 
 
+def test_a_shared_time_is_embedded_once_and_gives_the_per_row_answer(monkeypatch):
+    model = MLP(2, hidden=16)
+    x = torch.randn(6, 2)
+    rows_seen = []
+    monkeypatch.setattr(model.time_mlp, "forward",
+                        lambda f, inner=model.time_mlp.forward: rows_seen.append(f.shape[0]) or inner(f))
+    per_row = model(x, torch.tensor([0.2, 0.2, 0.2, 0.2, 0.2, 0.2]))
+    shared = model(x, torch.full((1,), 0.2).expand(6))  # what minimal/hallucination.py's sampler passes
+    assert rows_seen == [6, 1]
+    torch.testing.assert_close(shared, per_row)
+    # a time that needs its gradient (the Fokker-Planck residual) keeps one embedding per row
+    t = torch.full((1,), 0.2, requires_grad=True)
+    (dt,) = torch.autograd.grad(model(x, t.expand(6)).sum(), t)
+    assert rows_seen[-1] == 6 and bool(dt != 0)
+
+
 def test_sinusoidal_features():
     f = toy2d.sinusoidal_features(torch.tensor([0.0, 0.5]), 8)
     assert f.shape == (2, 8)
