@@ -135,6 +135,18 @@ def test_a_shared_time_is_embedded_once_and_gives_the_per_row_answer(monkeypatch
     assert rows_seen[-1] == 6 and bool(dt != 0)
 
 
+def test_a_large_batch_goes_through_in_chunks_with_the_same_answer(monkeypatch):
+    import toy2d.mlp
+
+    model = MLP(2, hidden=16, num_classes=3)
+    x, t, y = torch.randn(50, 2), torch.rand(50), torch.randint(0, 4, (50,))
+    whole = model(x, t, y)
+    monkeypatch.setattr(toy2d.mlp, "CHUNK_ELEMENTS", 16 * 7)  # 7 rows a pass: 8 passes, the last short
+    torch.testing.assert_close(model(x, t, y), whole)
+    potential = MLP(2, hidden=16, output="potential")
+    assert potential.score(x, 0.5).shape == (50, 2)  # the gradient flows through the chunks
+
+
 def test_sinusoidal_features():
     f = toy2d.sinusoidal_features(torch.tensor([0.0, 0.5]), 8)
     assert f.shape == (2, 8)
