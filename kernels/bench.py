@@ -11,10 +11,11 @@ Prints (nothing is asserted; the tests check correctness):
    (softmax, a uniform per element, ``argmax p / E``), ``torch.multinomial``, and
    ``kernels.categorical.sample`` (the Triton kernel on CUDA; on CPU its float64 reference path),
    in milliseconds and as multiples of the floor.
-   On CUDA also two variants of the kernel: the hardware's approximate log2, and 7 Philox rounds.
+   On CUDA also two variants of the kernel: the accurate (library) log2, and 7 Philox rounds.
 2. FHS against MDLM at L = 1024, V = 50257 with a fixed stand-in network (an embedding and a linear
    head): wall time and network calls.
-3. With ``--count-instructions``: machine instructions per element in the kernel's main loop.
+3. With ``--count-instructions``: machine instructions per element in the kernel's main loop, for
+   the variant ``sample()`` runs and the two others.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def sampling_table(device, shapes, repeats):
         if device.type == "cuda" and triton_available():  # variants, for the roofline
             from kernels import categorical
 
-            for label, kw in [("hardware log2", {"fast_log2": True}), ("Philox-4x32-7", {"n_rounds": 7})]:
+            for label, kw in [("accurate log2", {"fast_log2": False}), ("Philox-4x32-7", {"n_rounds": 7})]:
                 ms = time_ms(lambda kw=kw: categorical._launch(x, None, None, is_probs=False, scale=math.log2(math.e),
                                                                seed=0, **kw), device, repeats)
                 print(f"{'':>16} {'':>7} | kernel variant, {label}: {ms:.3f} ms ({ms / floor:.1f}x)")
@@ -140,11 +141,34 @@ def end_to_end_table(device, length, vocab, batch, steps, width, repeats):
         print(f"{name:<38} {nfe:>6} {ms:>10.1f} {ms / max(nfe, 1):>9.2f}")
 
 
+def _main_loop_counts(sass):
+    """(loop, branch) instruction counts of the main loop in nvdisasm output: the loop is the longest
+    backward branch; the branch, the longest region inside it skipped by a forward conditional branch
+    (the refinement, taken by few tiles)."""
+    import re
+
+    lines = sass.splitlines()
+    is_instr = [bool(re.search(r"/\*[0-9a-f]{4,}\*/", line)) for line in lines]
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.L_x_\d+):", line))}
+    start, end = 0, -1
+    for i, line in enumerate(lines):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if m and labels.get(m.group(1), i) < i and i - labels[m.group(1)] > end - start:
+            start, end = labels[m.group(1)], i
+    branch = 0
+    for i in range(start, end):
+        m = re.search(r"@!?U?P\d BRA `\((\.L_x_\d+)\)", lines[i])
+        if m and start < labels[m.group(1)] <= end:
+            branch = max(branch, sum(is_instr[i + 1:labels[m.group(1)]]))
+    return sum(is_instr[start:end + 1]), branch
+
+
 def instruction_counts(vocab=50257):
     """Compile the kernel for an H100 (sm_90, no GPU needed) and count the machine instructions of its
-    main loop per element, for bf16 logits: the compute side of the roofline."""
+    main loop per element, for bf16 logits: the compute side of the roofline. The refinement branch
+    (32 more random bits, for a tile holding an element within 2^-16 of 0 or 1) is counted apart and
+    weighted by the chance that a tile takes it."""
     import os
-    import re
     import subprocess
     import tempfile
 
@@ -158,34 +182,33 @@ def instruction_counts(vocab=50257):
         print("\n(instruction counts need the compiled kernel: unset TRITON_INTERPRET)")
         return
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    rows, half, warps = categorical._tile(vocab, 8192, torch.device("cuda"))
-    per_thread = rows * 2 * half // (32 * warps)  # elements each thread handles per loop iteration
+    rows, block, warps = categorical._tile(vocab, 8192, torch.device("cuda"))
+    per_thread = rows * block // (32 * warps)  # elements each thread handles per loop iteration
+    p_tile = 1 - (1 - categorical.FINE_CELLS * 2.0 ** -31) ** (rows * block)  # P(some k < 2^16)
     sig = {"x_ptr": "*bf16", "row_index_ptr": "*i64", "extra_ptr": "*fp32", "bits_ptr": "*i32",
            "out_ptr": "*i64", "n_rows": "i32", "V": "i32", "stride_x": "i32", "stride_bits": "i32",
            "key0": "i32", "key1": "i32", "scale": "fp32", "IS_PROBS": "constexpr", "HAS_ROW_INDEX": "constexpr",
-           "HAS_EXTRA": "constexpr", "BITS_FROM_MEMORY": "constexpr", "ROWS": "constexpr", "HALF": "constexpr",
+           "HAS_EXTRA": "constexpr", "BITS_FROM_MEMORY": "constexpr", "ROWS": "constexpr", "BLOCK": "constexpr",
            "N_ROUNDS": "constexpr", "FAST_LOG2": "constexpr"}
     print(f"\n3. Machine instructions per element in the main loop (bf16 logits, V = {vocab}, sm_90, "
-          f"{warps} warps, {per_thread} elements per thread per iteration)")
-    for name, rounds, fast in [("as used by sample(): Philox-4x32-10, accurate log2", 10, False),
-                               ("Philox-4x32-7", 7, False), ("hardware log2 (lg2.approx)", 10, True)]:
+          f"{warps} warps, {per_thread} elements per thread per iteration; the refinement branch is taken by "
+          f"{100 * p_tile:.1f}% of tiles)")
+    print(f"  {'variant':<58} {'expected':>8} {'common':>7} {'branch':>7}")
+    for name, rounds, fast in [("as used by sample(): Philox-4x32-10, hardware log2", 10, True),
+                               ("Philox-4x32-10, accurate log2 (libdevice)", 10, False),
+                               ("Philox-4x32-7, hardware log2", 7, True)]:
         consts = {"IS_PROBS": False, "HAS_ROW_INDEX": False, "HAS_EXTRA": False, "BITS_FROM_MEMORY": False,
-                  "ROWS": rows, "HALF": half, "N_ROUNDS": rounds, "FAST_LOG2": fast}
+                  "ROWS": rows, "BLOCK": block, "N_ROUNDS": rounds, "FAST_LOG2": fast}
         src = ASTSource(fn=categorical._race_kernel, signature=sig, constexprs=consts)
         kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
             f.write(kernel.asm["cubin"])
             f.flush()
             sass = subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
-        lines = sass.splitlines()
-        is_instr = [bool(re.search(r"/\*[0-9a-f]{4,}\*/", line)) for line in lines]
-        labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.L_x_\d+):", line))}
-        loop = 0  # the longest backward branch is the loop over the vocabulary
-        for i, line in enumerate(lines):
-            m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
-            if m and labels.get(m.group(1), i) < i:
-                loop = max(loop, sum(is_instr[labels[m.group(1)]:i + 1]))
-        print(f"  {name:<52} {loop / per_thread:6.1f}   (whole kernel: {sum(is_instr)})")
+        loop, branch = _main_loop_counts(sass)
+        common = (loop - branch) / per_thread
+        print(f"  {name:<58} {common + p_tile * branch / per_thread:8.1f} {common:7.1f} {branch / per_thread:7.1f}")
+    print("  (expected = common path + branch x its chance; all per element)")
 
 
 def main(argv=None):

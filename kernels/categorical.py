@@ -1,4 +1,4 @@
-r"""Exact categorical sampling in one pass over the logits: an exponential race with 64-bit noise.
+r"""Exact categorical sampling in one pass over the logits: an exponential race with refined noise.
 
 The reference (``minimal/masked_fhs.py``, eq. 4) draws one index per row of ``p`` [N, V] by an
 exponential race,
@@ -11,48 +11,74 @@ where it matters: a class of small mass ``p_v`` wins through a *small* ``E_v``. 
 mass is below ~6e-8 of the leader's can (almost) never win. Float64 fixes that but costs a float64
 uniform, a float64 log and a float64 division per element, and several passes over memory.
 
-The construction used here (``E`` from 64 random bits)
-------------------------------------------------------
-Per element take 64 bits ``(hi, lo)`` from Philox-4x32-10 (one Philox call gives 128 bits, i.e. two
-elements). The top bit ``b`` of ``hi`` picks one half of the unit interval and the other 63 bits give
+The construction used here (32 random bits per element, 64 where they matter)
+-----------------------------------------------------------------------------
+Each element gets a 32-bit word ``w`` from Philox-4x32-10 (one call, 128 bits, serves four columns).
+It names a cell of the unit interval, ``u = (w + 1/2) 2^-32``, and ``E = -ln u`` is computed from the
+end of (0, 1) that ``u`` is near, so that the small quantity is always exact before it is rounded:
 
-    t = (h * 2^32 + lo + 1/2) * 2^-64,    h = hi & 0x7fffffff,    t in (2^-65, 1/2),
+    upper region, u < 3/4:  a = u     = (w  + 1/2) 2^-32             E = -ln a          in (0.29, 45.1]
+    lower region, u > 3/4:  a = 1 - u = (~w + 1/2) 2^-32             E = -log1p(-a)     in [2.7e-20, 0.29)
 
-a uniform on a grid of spacing ``2^-64`` that, as a float32, keeps 24 significant bits down to its
-smallest value (the grid is absolute, the float32 rounding relative). Then
+(``~w = 2^32 - 1 - w``, exact in integers). **Refinement**: where ``a < 2^-16``, i.e. in the 2^16
+cells next to 0 and the 2^16 next to 1 (probability 2^-15 per element), 32 more bits ``l`` (a second
+Philox stream, computed only for the tiles that need it) pick one of 2^32 sub-cells:
+``a = (k 2^32 + l + 1/2) 2^-64`` with ``k`` the cell. So ``u`` is a uniform quantized to the
+midpoints of a grid of spacing 2^-64 within 2^-16 of either end and 2^-32 elsewhere (the grids meet
+at cell boundaries). As a float32, ``a`` keeps 24 significant bits down to its smallest value 2^-65.
 
-    b = 1:  u = t        in (0, 1/2)   ->  E = -log t          in [log 2, 45.06]
-    b = 0:  u = 1 - t    in (1/2, 1)   ->  E = -log1p(-t)      in (2.7e-20, log 2]
+The race needs ``log2 E``, not ``E``: with ``X = -log2 u = E / ln 2``, the score
+``s_v = scale * in_v - log2 X_v`` differs from ``log2 p_v / T - log2 E_v`` by the same constant
+``log2 ln 2`` for every class. On the upper region ``log2 X = log2(-log2 a)``, two logarithms. On the
+lower region ``log2 X = log2 a + R(a)`` with ``R(t) = log2(-log2(1 - t) / t)`` a degree-5 minimax
+polynomial on [0, 1/4] (absolute error 2^-23.5): no logarithm of ``1 - t`` (whose rounding would cost
+2^-24 / |ln(1 - t)| relative) and no division.
 
-so ``u`` is uniform on (0, 1) and ``E = -log u ~ Exp(1)``, but each half is computed from the end of
-the interval where its precision is needed: the small ``E`` (``u`` near 1, the winners of unlikely
-classes) from ``t = 1 - u`` directly, never from ``1 - u`` after rounding. ``-log1p(-t)`` is a series
-for ``t < 1/16`` and ``-log(y) * t / (1 - y)`` with ``y = 1 - t`` otherwise (Goldberg's trick: the
-factor ``t / (1 - y)`` cancels the rounding of ``y``).
+**Why the coarse grid does not bias the race.** Given the other classes' noise, class ``v`` wins with
+probability ``P(E_v < p_v / M)``, ``M = max_{j != v} p_j / E_j``; with the others exact
+``M = W / Exp(1)`` (``W`` their total mass) and the win probability is ``E[exp(-R E_v)]``,
+``R = W / p_v``: the average over the cells of ``u`` of a smooth function. Quantizing ``u`` to cell
+midpoints replaces that integral by the midpoint rule, whose relative error is about
+``(h R)^2 / 24`` for cells of width ``h`` on the scale ``1/R`` over which the integrand varies. On
+the coarse cells (``a >= 2^-16``, ``h = 2^-32``) the integrand is below ``exp(-2^-16 R)``, so their
+error is below ``max_R (2^-32 R)^2 exp(-2^-16 R) / 24 = 2^-32 * 4 e^-2 / 24 = 5e-12`` for every ``R``;
+a class that can only win from ``a < 2^-16`` (``1/R < 2^-16``) does so on the fine grid, with error
+``(2^-64 R)^2 / 24``. (This bounds one quantized noise against exact others; with every class
+quantized we have no proof beyond it, only the heuristic that what remains are ties between noises on
+matching grid points, probability <= 2^-32 per pair: far below the rounding of float32 scores.)
+Pointwise, the CDF of the quantized ``E`` is off by at most half a cell: 2^-65 on the fine grid, and
+2^-33 on the coarse one, a relative 2^-17 of ``F`` or ``1 - F`` there, which averages out as above.
 
-**Resolution it guarantees.** For every ``x`` in ``[2^-64, 45]`` the law of the computed ``E`` obeys
-
-    |P(E <= x) - (1 - e^-x)| <= 2^-64 + (1 - e^-x) * 2^-20,
-
-(the first term is the grid of ``t``; the second a few float32 roundings in computing ``E``, since
-``x F'(x) <= F(x)`` turns a relative error of ``E`` into the same relative error of the CDF), i.e.
-the noise is exact to a relative 1e-6 down to ``E ~ 5e-20``: the smallest ``E`` is ``2.7e-20``,
-against ``6e-8`` for the float32 race and ``2.1e-16`` for the float64 one. A class then wins with
-probability ``p_v / sum(p)`` for any mass ratio down to about ``1e-19``; the only other error is the
-float32 rounding of the score ``s_v = log2 p_v - log2 E_v`` (at most ~4e-6 absolute for ``|s| < 64``),
-which multiplies each probability by a factor within ``1 +- 3e-6``: a bias too small to see in any
-test, and never the truncation of the float32 race.
+**What it guarantees.** (1) Resolution: the smallest ``E`` is 2.7e-20 (the largest 45.05), against
+6e-8 for the float32 race. A class of mass ratio ``r`` to the rest wins with probability
+``r / (1 + r)`` times ``1 - (2^-64 / r)^2 / 24``: exact to a relative 1e-6 down to ``r ~ 1e-17``, to
+1% at ``r ~ 1e-19``; the float32 race loses everything below ``r ~ 6e-8``. (2) Arithmetic: with an
+accurate float32 ``log2`` (the interpreter's numpy; the libdevice variant on CUDA)
+``|error of log2 X| <= 2^-21 max(1, |log2 X|)`` (checked against float64 in
+``tests/test_kernels_exactness.py``); with the hardware's ``lg2.approx`` (the default on CUDA; PTX ISA:
+absolute error <= 2^-22 on [1/2, 2], relative <= 2^-22 elsewhere) it is
+``<= 2^-19.4 + 2^-21.7 |log2 X|`` (the constant from ``log2 u`` at ``u`` near 3/4, the slope from
+``log2 t`` for tiny ``t``). The score adds its float32 roundings, ``<= 2^-25 (|scale * in| + |s|)``. An error
+``delta`` in a score acts like a factor ``2^(+-delta)`` on that class's mass, so every win probability
+is right to a factor within ``1 +- 3e-5`` (the rarest winners, ``E ~ 2^-64``), and within ``1 +- 1e-5``
+on the draws whose scores are below 64 and whose ``E`` are above 3e-3 (almost all): biases far below
+anything a test can see, and never the float32 race's truncation.
 
 The kernel
 ----------
-One program handles ``ROWS`` rows and walks over the columns in tiles of ``2 * HALF``: it loads each
-input element once (bf16/fp16/fp32/fp64 logits, or non-negative probabilities), makes its noise in
-registers, and keeps a running (max score, argmax) per row. It writes one int64 per row. Bytes moved:
-``N * V * itemsize + 8 N``, the same as a single read of the input: the sampler is a reduction. Its
-speed is set by arithmetic, not memory: compiled for an H100 the main loop is about 160 instructions
-per element (half a Philox call, the construction of ``E``, two logarithms), while reading a bf16
-element at full bandwidth leaves time for about 20. Input checks (NaN, +inf, negative probabilities,
-rows with no mass) are made inside the same pass and raised after it, so they cost no extra read.
+One program handles ``ROWS`` rows and walks along them in tiles of ``BLOCK = 4 Q`` columns: slot
+``q`` of a tile holds four consecutive columns, the four words of one Philox call (counter
+``(row, column // 4, 0, 0)``). It loads each input element once (bf16/fp16/fp32/fp64 logits, or
+non-negative probabilities), makes its noise in registers, and keeps per slot a running (max score,
+column), reduced across the row once at the end. A tile that holds an element needing refinement
+(6% of 2048-element tiles) computes the second stream (counter ``(row, column // 4, 2, 0)``) for the
+whole tile; the test for it is one reduction per tile. It writes one int64 per row. Bytes moved:
+``N * V * itemsize + 8 N``, a single read of the input: the sampler is a reduction. Its speed is set
+by arithmetic: compiled for an H100 the main loop runs about 37 instructions per bf16 element (a
+quarter of a Philox call, ~13; two hardware logarithms and a polynomial; the race itself), where
+reading at full bandwidth leaves time for about 20; ``python -m kernels.bench --count-instructions``
+prints the count. Input checks (NaN, +inf, negative probabilities, rows with no mass) are made in the
+same pass and raised after it, so they cost no extra read.
 
 Without CUDA the same contract is served by the float64 reference of ``minimal/masked_fhs.py``; the
 kernel itself also runs on CPU tensors through Triton's interpreter (``backend="triton"``), slowly,
@@ -76,7 +102,7 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
 
 __all__ = ["sample", "triton_available", "interpreter_active", "RESOLUTION"]
 
-RESOLUTION = 2.0 ** -64  # the grid of the uniform behind each E: E is exact in law down to ~this
+RESOLUTION = 2.0 ** -64  # the finest grid of the uniform behind each E (within 2^-16 of 0 or 1)
 
 LOGIT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 _BAD_CODES = {  # the kernel writes -1 - code for a row it could not sample
@@ -95,7 +121,10 @@ def triton_available() -> bool:
 # ------------------------------------------------------------------------------------------------
 # the Triton kernel
 # ------------------------------------------------------------------------------------------------
+FINE_CELLS = 1 << 16  # the cells (of 2^32) next to 0 and next to 1 that get 32 more bits: a < 2^-16
+
 if triton is not None:
+    _FINE = tl.constexpr(FINE_CELLS)
 
     @triton.jit
     def _philox(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
@@ -115,26 +144,141 @@ if triton is not None:
     @triton.jit
     def _log2(x, FAST: tl.constexpr):
         """log2 of float32 ``x``: the accurate library function, or (FAST, CUDA only) the hardware's
-        approximation (absolute error ~2^-22 on [1/2, 2], 2 ulp elsewhere; fewer instructions)."""
+        lg2.approx, one instruction, absolute error <= 2^-22 on [1/2, 2] and relative error <= 2^-22
+        elsewhere (PTX ISA). It flushes subnormal inputs to zero (.ftz): used for the noise only,
+        whose arguments are >= 2^-66."""
         if FAST:
-            return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+            return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
                                              is_pure=True, pack=1)
         else:
             return tl.log2(x)
 
     @triton.jit
-    def _exponential(hi, lo, FAST: tl.constexpr):
-        """E ~ Exp(1) from 64 random bits (uint32 hi, lo), exact at both ends (module docstring)."""
-        upper = (hi >> 31) != 0  # which half of (0, 1) u lies in
-        t = (hi & 0x7FFFFFFF).to(tl.float32) * 2.3283064365386963e-10 \
-            + (lo.to(tl.float32) + 0.5) * 5.421010862427522e-20  # (k + 1/2) 2^-64, in (0, 1/2)
-        y = 1.0 - t  # u in the lower half; rounded, corrected below
-        d = 1.0 - y  # exact (Sterbenz): the t that y really represents
-        lg = _log2(tl.where(upper, t, y), FAST) * 0.6931471805599453  # natural log of t or of y
-        series = t * (1.0 + t * (0.5 + t * (1.0 / 3.0 + t * (0.25 + t * (0.2 + t * (
-            1.0 / 6.0 + t * (1.0 / 7.0 + t * 0.125)))))))  # -log1p(-t) = sum t^k / k, t < 1/16
-        goldberg = -lg * (t / tl.where(d > 0.0, d, 1.0))  # -log1p(-t) = -log(y) t / (1 - y)
-        return tl.where(upper, -lg, tl.where(t < 0.0625, series, goldberg))
+    def _fold(w):
+        """A 32-bit word w names the cell of u = (w + 1/2) 2^-32 in (0, 1). Returns (lower, k): on the
+        lower region u > 3/4 the cell is counted from 1, k = ~w = 2^32 - 1 - w (exact), so that in
+        both regions a = (k + 1/2) 2^-32 is the small end: u (upper region) or t = 1 - u (lower)."""
+        lower = w >= 0xC0000000
+        return lower, tl.where(lower, ~w, w)
+
+    @triton.jit
+    def _coarse(k):
+        """a = (k + 1/2) 2^-32: the midpoint of cell k."""
+        return k.to(tl.float32) * 2.3283064365386963e-10 + 1.1641532182693481e-10
+
+    @triton.jit
+    def _fine(k, z, lower):
+        """a = (k 2^32 + l + 1/2) 2^-64, l = z (counted from the other end too on the lower region):
+        the midpoint of one of the 2^32 sub-cells of cell k."""
+        l = tl.where(lower, ~z, z)
+        return k.to(tl.float32) * 2.3283064365386963e-10 + (l.to(tl.float32) + 0.5) * 5.421010862427522e-20
+
+    @triton.jit
+    def _log2_noise(a, lower, FAST: tl.constexpr):
+        """log2 X with X = -log2 u = E / ln 2 (E ~ Exp(1)), from a = u on the upper region (u < 3/4)
+        or a = t = 1 - u on the lower region (t <= 1/4)."""
+        l1 = _log2(a, FAST)  # log2 u, or log2 t
+        # lower region: log2 X = log2 t + R(t), R(t) = log2(-log2(1 - t) / t) by a degree-5 minimax
+        # polynomial (absolute error 2^-23.5 on [0, 1/4]): no log of 1 - t and no division
+        r = 0.5287663340568542 + a * (0.7213531136512756 + a * (0.30031004548072815 + a * (
+            0.1844150274991989 + a * (0.0965583473443985 + a * 0.1852394938468933))))
+        if FAST:  # upper region: log2 X = log2(-log2 u), the sign flip folded into the operand
+            l2 = tl.inline_asm_elementwise("{.reg .f32 t; neg.f32 t, $1; lg2.approx.ftz.f32 $0, t;}", "=f,f", [l1],
+                                           dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            l2 = tl.log2(-l1)
+        return tl.where(lower, l1 + r, l2)
+
+    @triton.jit
+    def _compete(x, a, lower, tag, best, best_c, xmax, xmin, scale, IS_PROBS: tl.constexpr, FAST: tl.constexpr):
+        """One element per slot (row, q) enters the race: s = scale * in - log2 X. Keeps per slot the
+        running max score and ``tag`` (the column minus 4q) of the first column that reached it, and
+        the input's NaN-propagating max and (probabilities) min, for the checks after the loop."""
+        if IS_PROBS:
+            if x.dtype == tl.float64:  # tiny float64 masses keep their exponent range
+                lx = tl.log2(x).to(tl.float32)
+            else:
+                lx = tl.log2(x.to(tl.float32))
+            xmin = tl.minimum(xmin, x)
+        else:
+            lx = x.to(tl.float32)
+        xmax = tl.maximum(xmax, x, propagate_nan=tl.PropagateNan.ALL)  # NaN sticks; else +inf shows
+        s = lx * scale - _log2_noise(a, lower, FAST)  # = log2 p_v / T - log2 E_v + log2 ln 2 (same for all v)
+        take = s > best  # strict: a tie (probability ~0) keeps the earlier column; NaN never wins
+        return tl.where(take, s, best), tl.where(take, tag, best_c), xmax, xmin
+
+    @triton.jit
+    def _words(bits_row, ctr, ctr_row, zero, k0, k1, c, n_valid, STREAM: tl.constexpr,
+               BITS_FROM_MEMORY: tl.constexpr, N_ROUNDS: tl.constexpr, MASKED: tl.constexpr):
+        """32 random bits for each column c + 4q + j of each slot q: word j of the Philox call with
+        counter (row, c/4 + q, STREAM, 0), or (tests) word STREAM/2 of bits[row, column]."""
+        if BITS_FROM_MEMORY:  # [n_rows, V(+1), 2] int32 (hi, lo): hi for stream 0, lo for stream 2
+            p = bits_row + 2 * c + STREAM // 2
+            if MASKED:
+                w0 = tl.load(p, mask=n_valid > 0, other=0).to(tl.uint32, bitcast=True)
+                w1 = tl.load(p + 2, mask=n_valid > 1, other=0).to(tl.uint32, bitcast=True)
+                w2 = tl.load(p + 4, mask=n_valid > 2, other=0).to(tl.uint32, bitcast=True)
+                w3 = tl.load(p + 6, mask=n_valid > 3, other=0).to(tl.uint32, bitcast=True)
+            else:
+                w0 = tl.load(p).to(tl.uint32, bitcast=True)
+                w1 = tl.load(p + 2).to(tl.uint32, bitcast=True)
+                w2 = tl.load(p + 4).to(tl.uint32, bitcast=True)
+                w3 = tl.load(p + 6).to(tl.uint32, bitcast=True)
+        else:
+            w0, w1, w2, w3 = _philox(ctr_row, ctr, zero + STREAM, zero, k0, k1, N_ROUNDS)
+        return w0, w1, w2, w3
+
+    @triton.jit
+    def _race_tile(row_base, bits_row, c, V, quad, ctr_row, zero, k0, k1, scale,
+                   best, best_c, xmax, xmin, IS_PROBS: tl.constexpr, BITS_FROM_MEMORY: tl.constexpr,
+                   N_ROUNDS: tl.constexpr, FAST: tl.constexpr, MASKED: tl.constexpr):
+        """The columns c .. c + 4Q - 1 of each row enter the race; MASKED for the last, cut tile."""
+        # --- one read of the input: a load per column of the slot, laid out like the random words, so
+        # that no thread needs another's (a row of odd length starts only 2-byte aligned anyway) ------
+        col0 = c + 4 * quad[None, :]  # [1, Q]: the first column of each slot
+        xp = row_base + col0
+        n_valid = V - col0  # columns of the slot inside the row (>= 4 except in the last tile)
+        if MASKED:
+            nil = 0.0 if IS_PROBS else float("-inf")  # masses 0: they never win
+            x0 = tl.load(xp, mask=n_valid > 0, other=nil)
+            x1 = tl.load(xp + 1, mask=n_valid > 1, other=nil)
+            x2 = tl.load(xp + 2, mask=n_valid > 2, other=nil)
+            x3 = tl.load(xp + 3, mask=n_valid > 3, other=nil)
+        else:
+            x0 = tl.load(xp)
+            x1 = tl.load(xp + 1)
+            x2 = tl.load(xp + 2)
+            x3 = tl.load(xp + 3)
+
+        # --- 32 random bits per element: one Philox call for the four columns of a slot -------------
+        ctr = zero + (c // 4 + quad).to(tl.uint32)[None, :]
+        w0, w1, w2, w3 = _words(bits_row, ctr, ctr_row, zero, k0, k1, c, n_valid, 0, BITS_FROM_MEMORY,
+                                N_ROUNDS, MASKED)
+        lower0, h0 = _fold(w0)
+        lower1, h1 = _fold(w1)
+        lower2, h2 = _fold(w2)
+        lower3, h3 = _fold(w3)
+        a0 = _coarse(h0)
+        a1 = _coarse(h1)
+        a2 = _coarse(h2)
+        a3 = _coarse(h3)
+
+        # --- 32 more bits where a < 2^-16 (probability 2^-15 per element, 6% of 2048-element tiles):
+        # computed only in the tiles that hold such an element; the whole tile branches ---------------
+        if tl.min(tl.minimum(tl.minimum(h0, h1), tl.minimum(h2, h3))) < _FINE:
+            z0, z1, z2, z3 = _words(bits_row, ctr, ctr_row, zero, k0, k1, c, n_valid, 2, BITS_FROM_MEMORY,
+                                    N_ROUNDS, MASKED)  # stream 2: stream 1 is the extra class's
+            a0 = tl.where(h0 < _FINE, _fine(h0, z0, lower0), a0)
+            a1 = tl.where(h1 < _FINE, _fine(h1, z1, lower1), a1)
+            a2 = tl.where(h2 < _FINE, _fine(h2, z2, lower2), a2)
+            a3 = tl.where(h3 < _FINE, _fine(h3, z3, lower3), a3)
+
+        # --- the race, in registers: a running max per slot (no exchange between threads) -----------
+        best, best_c, xmax, xmin = _compete(x0, a0, lower0, c, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
+        best, best_c, xmax, xmin = _compete(x1, a1, lower1, c + 1, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
+        best, best_c, xmax, xmin = _compete(x2, a2, lower2, c + 2, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
+        best, best_c, xmax, xmin = _compete(x3, a3, lower3, c + 3, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
+        return best, best_c, xmax, xmin
 
     @triton.jit
     def _bad_code(x, IS_PROBS: tl.constexpr):
@@ -150,92 +294,73 @@ if triton is not None:
         n_rows, V, stride_x, stride_bits,
         key0, key1, scale,
         IS_PROBS: tl.constexpr, HAS_ROW_INDEX: tl.constexpr, HAS_EXTRA: tl.constexpr,
-        BITS_FROM_MEMORY: tl.constexpr, ROWS: tl.constexpr, HALF: tl.constexpr,
+        BITS_FROM_MEMORY: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
         N_ROUNDS: tl.constexpr, FAST_LOG2: tl.constexpr,
     ):
-        """One exponential race per row: out[r] = argmax_v s_v with s_v = scale * in_v - log2 E_v.
+        """One exponential race per row: out[r] = argmax_v s_v with s_v = scale * in_v - log2 X_v.
 
         ``in_v`` is the logit (scale = log2(e) / T) or log2 of the probability (scale = 1 / T).
-        Philox counter = (column // 2, row, stream, 0), key = (key0, key1): column 2i takes words
-        0, 1 of call i and column 2i+1 words 2, 3, whatever the tile size.
+        Column j takes word j % 4 of the Philox call with counter (row, j // 4, 0, 0) and, when it
+        needs them, 32 more bits from word j % 4 of counter (row, j // 4, 2, 0); key = (key0, key1).
+        (The varying word second: then the first rounds' products of row and key are loop-invariant.)
         """
+        Q: tl.constexpr = BLOCK // 4  # slots per row: slot q holds columns c + 4q .. c + 4q + 3
         pid = tl.program_id(0)
         r = pid * ROWS + tl.arange(0, ROWS)  # [ROWS] output rows
         row_ok = r < n_rows
+        r = tl.where(row_ok, r, 0)  # rows past the end redo row 0 (not stored): no masks in the loop
         if HAS_ROW_INDEX:
-            src = tl.load(row_index_ptr + r, mask=row_ok, other=0).to(tl.int64)
+            src = tl.load(row_index_ptr + r).to(tl.int64)
         else:
             src = r.to(tl.int64)
         row_base = x_ptr + src[:, None] * stride_x  # [ROWS, 1]
-        zero = tl.zeros([ROWS, HALF], tl.uint32)
+        zero = tl.zeros([ROWS, Q], tl.uint32)
         k0 = (zero + key0).to(tl.uint32)  # written to survive Triton's specialisation of ints
         k1 = (zero + key1).to(tl.uint32)
         ctr_row = zero + r.to(tl.uint32)[:, None]
-        lane = tl.arange(0, HALF)
+        quad = tl.arange(0, Q)
+        bits_row = bits_ptr + r.to(tl.int64)[:, None] * stride_bits + 8 * quad[None, :]  # (hi, lo) of 4q
 
-        best = tl.full([ROWS], float("-inf"), tl.float32)
-        best_idx = tl.full([ROWS], -1, tl.int32)
-        bad = tl.zeros([ROWS], tl.int32)
-        for c in range(0, V, 2 * HALF):
-            # --- one read of the input: a contiguous tile, split into even and odd columns ---------
-            cols = c + tl.arange(0, 2 * HALF)
-            m = row_ok[:, None] & (cols < V)[None, :]
-            x = tl.load(row_base + cols[None, :], mask=m, other=0.0 if IS_PROBS else float("-inf"))
-            x_even, x_odd = tl.split(tl.reshape(x, [ROWS, HALF, 2]))
-            m_even, m_odd = tl.split(tl.reshape(m, [ROWS, HALF, 2]))
+        best = tl.full([ROWS, Q], float("-inf"), tl.float32)  # running max score per slot
+        best_c = tl.zeros([ROWS, Q], tl.int32)  # the column that reached it, minus 4q
+        xmax = tl.full([ROWS, Q], float("-inf"), x_ptr.dtype.element_ty)  # NaN / +inf in the input
+        xmin = tl.zeros([ROWS, Q], x_ptr.dtype.element_ty)  # negative probabilities
+        n_full = V - V % BLOCK
+        for c in range(0, n_full, BLOCK):  # full tiles: no masks
+            best, best_c, xmax, xmin = _race_tile(row_base, bits_row, c, V, quad, ctr_row, zero, k0, k1, scale,
+                                                  best, best_c, xmax, xmin, IS_PROBS, BITS_FROM_MEMORY,
+                                                  N_ROUNDS, FAST_LOG2, False)
+        if n_full < V:  # the last tile, cut by the end of the row
+            best, best_c, xmax, xmin = _race_tile(row_base, bits_row, n_full, V, quad, ctr_row, zero, k0, k1,
+                                                  scale, best, best_c, xmax, xmin, IS_PROBS, BITS_FROM_MEMORY,
+                                                  N_ROUNDS, FAST_LOG2, True)
 
-            # --- 128 random bits for columns 2i and 2i+1 ------------------------------------------
-            if BITS_FROM_MEMORY:  # tests feed chosen bits: [n_rows, V(+1), 2] int32 (hi, lo)
-                bptr = bits_ptr + r.to(tl.int64)[:, None] * stride_bits + 2 * (c + 2 * lane)[None, :]
-                hi_a = tl.load(bptr, mask=m_even, other=0).to(tl.uint32, bitcast=True)
-                lo_a = tl.load(bptr + 1, mask=m_even, other=0).to(tl.uint32, bitcast=True)
-                hi_b = tl.load(bptr + 2, mask=m_odd, other=0).to(tl.uint32, bitcast=True)
-                lo_b = tl.load(bptr + 3, mask=m_odd, other=0).to(tl.uint32, bitcast=True)
-            else:
-                pair = zero + (c // 2 + lane).to(tl.uint32)[None, :]
-                hi_a, lo_a, hi_b, lo_b = _philox(pair, ctr_row, zero, zero, k0, k1, N_ROUNDS)
-
-            for parity in tl.static_range(2):
-                if parity == 0:
-                    e = _exponential(hi_a, lo_a, FAST_LOG2)
-                    xp = x_even
-                    mp = m_even
-                else:
-                    e = _exponential(hi_b, lo_b, FAST_LOG2)
-                    xp = x_odd
-                    mp = m_odd
-                code = _bad_code(xp, IS_PROBS)
-                if IS_PROBS:
-                    if xp.dtype == tl.float64:  # tiny float64 masses keep their exponent range
-                        lx = tl.log2(xp).to(tl.float32)
-                    else:
-                        lx = tl.log2(xp.to(tl.float32))
-                else:
-                    lx = xp.to(tl.float32)
-                sc = lx * scale - _log2(e, FAST_LOG2)  # log2 p_v / T - log2 E_v: the race in log space
-                sc = tl.where(mp & (code == 0), sc, float("-inf"))
-                bad = tl.maximum(bad, tl.max(tl.where(mp, code, 0), axis=1))
-                blk_best = tl.max(sc, axis=1)
-                blk_idx = c + 2 * tl.argmax(sc, axis=1).to(tl.int32) + parity
-                take = blk_best > best  # strict: ties (probability ~0) keep the earlier block
-                best = tl.where(take, blk_best, best)
-                best_idx = tl.where(take, blk_idx, best_idx)
+        # --- once per row: the slots' winner (the first column among equal scores) and the checks ----
+        top = tl.max(best, axis=1)
+        col = best_c + 4 * quad[None, :]
+        best_idx = tl.min(tl.where(best == top[:, None], col, 2147483647), axis=1)
+        best_idx = tl.where(top > float("-inf"), best_idx, -1)  # -1: no positive mass
+        bad = tl.where(tl.max((xmax != xmax).to(tl.int32), axis=1) > 0, 4,
+                       tl.where(tl.max((xmax == float("inf")).to(tl.int32), axis=1) > 0, 2, 0))
+        if IS_PROBS:
+            bad = tl.maximum(bad, tl.where(tl.min(xmin, axis=1) < 0, 3, 0))
 
         if HAS_EXTRA:  # one more class, index V, with mass extra[r] (not tempered)
             if BITS_FROM_MEMORY:
                 bptr1 = bits_ptr + r.to(tl.int64) * stride_bits + 2 * V
-                hi1 = tl.load(bptr1, mask=row_ok, other=0).to(tl.uint32, bitcast=True)
-                lo1 = tl.load(bptr1 + 1, mask=row_ok, other=0).to(tl.uint32, bitcast=True)
-            else:  # its own Philox stream: counter (0, row, 1, 0)
-                z1 = r.to(tl.uint32) * 0
-                hi1, lo1, _, _ = _philox(z1, r.to(tl.uint32), z1 + 1, z1, (z1 + key0).to(tl.uint32),
-                                         (z1 + key1).to(tl.uint32), N_ROUNDS)
-            w = tl.load(extra_ptr + r, mask=row_ok, other=0.0)
+                hi1 = tl.load(bptr1).to(tl.uint32, bitcast=True)
+                lo1 = tl.load(bptr1 + 1).to(tl.uint32, bitcast=True)
+            else:  # its own Philox stream: counter (row, 0, 1, 0)
+                z = r.to(tl.uint32) * 0
+                hi1, lo1, _, _ = _philox(r.to(tl.uint32), z, z + 1, z, (z + key0).to(tl.uint32),
+                                         (z + key1).to(tl.uint32), N_ROUNDS)
+            lower_e, h_e = _fold(hi1)  # one element per row: always all 64 bits (hi1, lo1)
+            w = tl.load(extra_ptr + r)
             code1 = _bad_code(w, True)
-            s1 = tl.log2(w) - tl.log2(_exponential(hi1, lo1, False))
+            s1 = tl.log2(w) - _log2_noise(_fine(h_e, lo1, lower_e), lower_e, False)
             s1 = tl.where(code1 == 0, s1, float("-inf"))
             bad = tl.maximum(bad, code1)
-            best_idx = tl.where(s1 > best, V, best_idx)
+            best_idx = tl.where(s1 > top, V, best_idx)
 
         result = tl.where(bad > 0, -1 - bad, best_idx)  # -1: no mass; -3, -4, -5: bad input
         tl.store(out_ptr + r, result.to(tl.int64), mask=row_ok)
@@ -252,17 +377,17 @@ def interpreter_active() -> bool:
 
 
 def _tile(V: int, M: int, device: torch.device):
-    """(ROWS, HALF, num_warps): a tile of ROWS x 2*HALF elements per loop iteration."""
-    half = 1 << max(0, math.ceil(math.log2(max(1, (V + 1) // 2))))  # next power of two >= V/2
-    half = max(4, min(half, 1024 if device.type == "cuda" else 16384))
+    """(ROWS, BLOCK, num_warps): a tile of ROWS x BLOCK elements per loop iteration."""
+    block = 1 << max(0, math.ceil(math.log2(max(1, V))))  # next power of two >= V
+    block = max(8, min(block, 2048 if device.type == "cuda" else 32768))
     if device.type == "cuda":
-        rows = max(1, 2048 // (2 * half))  # ~2048 elements per iteration
-        warps = 8 if 2 * half * rows >= 2048 else 4
+        rows = max(1, 2048 // block)  # ~2048 elements per iteration: 16 per thread
+        warps = 4
     else:  # the interpreter pays per program: give each one many rows
-        rows = max(1, 262144 // (2 * half))
+        rows = max(1, 262144 // block)
         warps = 1
     rows = min(rows, 1 << max(0, math.ceil(math.log2(max(1, M)))))  # no tile taller than the batch
-    return rows, half, warps
+    return rows, block, warps
 
 
 def _split_seed(seed: int):
@@ -270,16 +395,17 @@ def _split_seed(seed: int):
     return seed & 0x7FFFFFFF, seed >> 31  # two 31-bit Philox key words
 
 
-def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=10, fast_log2=False):
+def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=10, fast_log2=True):
     """Run the kernel. x [N, V] (unit stride along V), row_index [M] int64 or None, extra [M] fp32
     or None, bits [M, V(+1), 2] int32 or None. Returns int64 [M] with negative codes for bad rows.
-    ``n_rounds`` and ``fast_log2`` (CUDA only) are for benchmarks; ``sample`` uses the defaults."""
+    ``n_rounds`` and ``fast_log2`` (the hardware log2 for the noise; CUDA only, the interpreter always
+    uses numpy's) are for benchmarks; ``sample`` uses the defaults."""
     V = x.shape[1]
     M = row_index.shape[0] if row_index is not None else x.shape[0]
     out = torch.empty(M, dtype=torch.int64, device=x.device)
     if M == 0:
         return out
-    rows, half, warps = _tile(V, M, x.device)
+    rows, block, warps = _tile(V, M, x.device)
     key0, key1 = _split_seed(seed)
     dummy = out  # any tensor: unused pointers are never read
     if x.device.type != "cuda" and not interpreter_active():
@@ -294,7 +420,7 @@ def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=1
         M, V, x.stride(0), bits.stride(0) if bits is not None else 0,
         key0, key1, float(scale),
         IS_PROBS=is_probs, HAS_ROW_INDEX=row_index is not None, HAS_EXTRA=extra is not None,
-        BITS_FROM_MEMORY=bits is not None, ROWS=rows, HALF=half, N_ROUNDS=n_rounds,
+        BITS_FROM_MEMORY=bits is not None, ROWS=rows, BLOCK=block, N_ROUNDS=n_rounds,
         FAST_LOG2=fast_log2 and x.device.type == "cuda", **extra_kw,
     )
     return out

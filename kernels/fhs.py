@@ -4,7 +4,7 @@ The same samplers as ``minimal/masked_fhs.py`` (its notation: ``L`` positions, v
 mask token ``mask_id``, linear schedule ``alpha_t = 1 - t``, network ``mu(x_t)`` [B, L, V] with no time
 input), rebuilt for throughput:
 
-* every categorical draw goes through :func:`kernels.categorical.sample`: exact (64-bit noise), one
+* every categorical draw goes through :func:`kernels.categorical.sample`: exact (32 random bits per element, 64 where a small noise decides), one
   read of the network output, no gathered or concatenated copies (``rows=`` reads the chosen rows in
   place, ``extra_mass=`` adds the mask class of eq. 2 without building ``[M, V + 1]``);
 * :func:`fhs_sample` runs sequences at *different progress* in one batch: each row has its own masked
