@@ -137,7 +137,7 @@ class MLP(nn.Module):
                               for i in range(0, x.shape[0], rows)])
         # A sampler's time is one value broadcast over the batch (a float, a 1-element tensor, or a [B]
         # view with stride 0): then the conditioning V_l c is the same for every row, so compute it for
-        # one row and broadcast. That is 4 of the 8 hidden-size matmuls, about half of a sampling step.
+        # one row and broadcast. That is 4 of the 7 hidden-by-hidden matmuls, about half of a sampling step.
         shared = (t.stride(0) == 0 or t.shape[0] == 1) and not t.requires_grad and (
             self.class_embedding is None or y is None)
         features = sinusoidal_features(t[:1] if shared else t, self.time_features, self.max_frequency)
