@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from toy2d import notebook
+from course import notebook
 
 
 @pytest.mark.parametrize("kind", ["toy", "cifar"])

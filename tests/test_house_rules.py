@@ -28,8 +28,8 @@ def test_minimal_files_import_only_torch_numpy_and_the_standard_library(path):
     assert not bad, f"{path.name} imports {bad}; a minimal/ file must stand alone"
 
 
-FORBIDDEN = {"toy2d": {"cifar", "kernels", "lessons"}, "cifar": {"toy2d", "kernels", "lessons"},
-             "kernels": {"toy2d", "cifar", "lessons"}}
+FORBIDDEN = {"toy2d": {"cifar", "kernels", "course", "lessons"}, "cifar": {"toy2d", "kernels", "course", "lessons"},
+             "kernels": {"toy2d", "cifar", "course", "lessons"}, "course": {"lessons"}}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

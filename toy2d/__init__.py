@@ -4,7 +4,7 @@ Seeded datasets (Gaussian mixtures on a line, a grid and a rotated grid, the 9-G
 two rings, a checkerboard, moons), the *exact* denoiser and score of a Gaussian mixture under the
 forward process x_t = a x_0 + s eps (a perfect model to compare every learned one with), a small
 time-conditioned MLP, one training loop, metrics (exact/sliced W2, MMD, support) and plots.
-The notebook harness lives in :mod:`toy2d.notebook`.
+The notebook harness lives in the course package (course/notebook.py); this laboratory never imports it.
 """
 from .datasets import checkerboard, grid, mixture_1d, moons, nine_gaussians, sample_balanced, two_rings
 from .metrics import in_support, median_bandwidth, mmd, w2_squared

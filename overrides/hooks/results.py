@@ -1,7 +1,7 @@
 """Generate the course's results page from the notebooks' own committed outputs.
 
 Every lesson notebook ends with a paper-vs-course table in a code cell tagged ``results``
-(its output is a Markdown table, made by ``toy2d.notebook.show_table``). At build time this hook
+(its output is a Markdown table, made by ``course.notebook.show_table``). At build time this hook
 collects those outputs, in course order, into ``results.md``: the numbers on that page are the
 ones the notebooks printed, never retyped. A lesson notebook without a results cell fails the build.
 """

@@ -2,7 +2,7 @@
 
 Every lesson notebook starts with::
 
-    from toy2d.notebook import setup
+    from course.notebook import setup
     nb = setup("toy")            # or setup("cifar")
 
 which prints the mode, the device and the versions, seeds every generator, and returns a
@@ -14,7 +14,7 @@ variable ``DFM_MODE`` (``quick`` or ``full``):
 * ``quick``: CPU-sized, what the test command runs (each notebook within 90 s on 2 cores);
 * ``full``: the real run whose outputs the course site shows.
 
-This module lives in toy2d because every lesson imports toy2d; the CIFAR notebooks use it too.
+It lives in course/, the harness room: lessons import it, the laboratories never do.
 """
 from __future__ import annotations
 
