@@ -395,10 +395,18 @@ def uniform_timesteps(num_steps: int, T: int = 1000) -> torch.Tensor:
 def _guided_eps(eps_model, x, t, guidance, cond):
     """(3): classifier-free guidance; one model call when guidance == 1 (or no condition)."""
     if guidance == 1.0:
-        return eps_model(x, t, cond)
-    eps_uncond = eps_model(x, t, None)
-    eps_cond = eps_model(x, t, cond)
+        return _checked(eps_model(x, t, cond), x)
+    eps_uncond = _checked(eps_model(x, t, None), x)
+    eps_cond = _checked(eps_model(x, t, cond), x)
     return eps_uncond + guidance * (eps_cond - eps_uncond)
+
+
+def _checked(eps, x):
+    """The model's output, if it has x_t's shape (a wrong shape would broadcast silently)."""
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        shape = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"eps_model returned shape {shape}, expected {tuple(x.shape)} (the shape of x_t)")
+    return eps
 
 
 def sample(

@@ -289,3 +289,13 @@ def test_sample_rejects_bad_input_before_any_work(kwargs, exc, word):
 def test_stability_and_names_reject_bad_input(call):
     with pytest.raises(ValueError):
         call()
+
+
+@pytest.mark.parametrize("method, order", [("ab", 4), ("ghvb", 4), ("dpm++", 2)])
+@pytest.mark.parametrize("bad_shape", [(1, 1), (2,), (2, 1, 1)])
+def test_sample_rejects_a_model_output_of_the_wrong_shape(method, order, bad_shape):
+    # x_T is [2, 1]; a model that returns [1, 1] or [2] would be broadcast silently.
+    wrong = lambda x, t, cond: torch.zeros(bad_shape, dtype=x.dtype)
+    beta = 0.8 if method == "ghvb" else 1.0
+    with pytest.raises(ValueError, match=r"eps_model returned shape .*expected \(2, 1\)"):
+        sample(wrong, torch.zeros(2, 1, dtype=torch.float64), ABAR, [999, 500, 0], method, order, beta)
