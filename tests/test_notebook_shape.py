@@ -1,5 +1,7 @@
 """Every lesson notebook is in the course's shape: title, badge and Colab cell from pyproject, outputs."""
 import pathlib
+import shutil
+import subprocess
 
 import nbformat
 import pytest
@@ -31,4 +33,81 @@ def test_colab_links_derive_from_pyproject():
     nb = notebooks.ROOT / "lessons" / "00-setup" / "toy2d.ipynb"
     assert notebooks.colab_url(nb).endswith("/blob/main/lessons/00-setup/toy2d.ipynb")
     assert url.split("github.com/")[1] in notebooks.colab_url(nb)
-    assert f"git+{url}.git" in notebooks.setup_cell().source
+    assert f"git+{url}.git\"" in notebooks.setup_cell().source
+
+
+# ------------------------------------------------------------------------------------------------
+# The Colab install cell is pinned to the commit the outputs were executed at
+# ------------------------------------------------------------------------------------------------
+def _git(repo, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
+                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A one-commit repository with this project's pyproject.toml, a package file and a tiny notebook."""
+    shutil.copy(notebooks.ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "minimal").mkdir()
+    (tmp_path / "minimal" / "a.py").write_text("A = 1\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Tiny"), nbformat.v4.new_code_cell("print(6 * 7)")])
+    (tmp_path / "lessons").mkdir()
+    nbformat.write(nb, tmp_path / "lessons" / "tiny.ipynb")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    monkeypatch.setattr(notebooks, "ROOT", tmp_path)
+    monkeypatch.setenv("DFM_MODE", "quick")  # run() sets it; restored after the test
+    return tmp_path
+
+
+def test_setup_cell_pins_only_full_commits():
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert f'.git@{sha}"' in notebooks.setup_cell(sha).source
+    for bad in ("main", "0123abc", sha.upper()):
+        with pytest.raises(ValueError, match="commit"):
+            notebooks.setup_cell(bad)
+
+
+def test_run_pins_the_install_cell_to_the_executed_commit_and_stamp_keeps_it(repo, capsys):
+    path = repo / "lessons" / "tiny.ipynb"
+    head = _git(repo, "rev-parse", "HEAD")
+    notebooks.run(path, "quick", timeout=600)  # one trivial cell; 600 s: far above a loaded machine's kernel start
+    nb = nbformat.read(path, as_version=4)
+    assert notebooks.pinned_commit(nb) == head
+    assert f'git+{notebooks.repository_url()}.git@{head}"' in nb.cells[2].source
+    assert nb.cells[3].outputs[0].text == "42\n"
+    assert "warning:" not in capsys.readouterr().err
+    assert notebooks.problems(path) == []  # check accepts the pinned cell
+    assert notebooks.stamp(path) is False  # stamping again keeps the pin: nothing to change
+    assert notebooks.pinned_commit(nbformat.read(path, as_version=4)) == head
+
+
+def test_run_on_uncommitted_package_code_pins_head_and_warns(repo, capsys):
+    (repo / "minimal" / "a.py").write_text("A = 2\n")
+    (repo / "minimal" / "new.py").write_text("B = 1\n")
+    path = repo / "lessons" / "tiny.ipynb"
+    notebooks.run(path, "quick", timeout=600)
+    err = capsys.readouterr().err
+    assert "warning: the package differs" in err and "minimal/a.py" in err and "minimal/new.py" in err
+    assert notebooks.pinned_commit(nbformat.read(path, as_version=4)) == _git(repo, "rev-parse", "HEAD")
+
+
+def test_without_git_the_install_is_unpinned_with_a_warning(repo, capsys, monkeypatch):
+    monkeypatch.setattr(notebooks, "GIT", str(repo / "no-such-git"))
+    assert notebooks.execution_commit() is None
+    assert "warning: no git commit" in capsys.readouterr().err
+    path = repo / "lessons" / "tiny.ipynb"
+    notebooks.stamp(path)
+    assert notebooks.pinned_commit(nbformat.read(path, as_version=4)) is None
+    assert notebooks.problems(path) == ["committed without outputs (the site renders committed outputs)"]
+
+
+def test_check_rejects_a_pin_that_is_not_a_commit_of_the_repository(repo):
+    path = repo / "lessons" / "tiny.ipynb"
+    notebooks.stamp(path, commit="0123456789abcdef0123456789abcdef01234567")
+    assert any("not a commit of this repository" in p for p in notebooks.problems(path))
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].source = nb.cells[2].source.replace("0123456789abcdef0123456789abcdef01234567", "main")
+    nbformat.write(nb, path)
+    assert any("not a 40-hex commit" in p for p in notebooks.problems(path))
