@@ -134,6 +134,23 @@ def sample_categorical(probs: torch.Tensor, *, dtype: torch.dtype = torch.float6
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one index per row of ``probs`` by the exponential race of eq. 4, as the reference code does.
 
+    The masses are first divided by their row maximum (in the wider of ``probs.dtype`` and ``dtype``), so
+    the leader has mass 1 and ``p_v / E_v`` can neither overflow nor underflow: ``probs`` and ``c * probs``
+    have the same law at any scale ``c > 0``, and give the same draws under one generator when ``c`` is a
+    power of two. The reference code races the raw masses; that changes nothing else.
+
+    Accuracy: write ``w_v = p_v / max_j p_j``, ``delta`` for the spacing of ``torch.rand``'s draws just
+    below 1 in ``dtype`` (``2^-53`` float64, ``2^-24`` float32, ``2^-11`` float16, ``2^-8`` bfloat16) and
+    ``eps`` for the dtype's unit roundoff (the same powers of two). The law differs from ``p / sum(p)`` only
+    by (i) rounding ``w_v`` to ``dtype`` (relative error <= ``eps``; a ``w_v`` below the dtype's smallest
+    subnormal, ~6e-8 in float16, becomes 0 and is never drawn); (ii) the grid: ``E_v >= ~delta``, so a class
+    at ratio ``w_v`` beats a rival of mass 1 with probability ``delta / (exp(delta / w_v) - 1) / (1 + w_v)``
+    instead of ``w_v / (1 + w_v)`` (eq. 5), a relative shortfall of about ``delta / (2 w_v)`` for
+    ``w_v >> delta`` and a cut-off for ``w_v <~ delta``; (iii) rounding ``w_v / E_v`` (relative ``eps``),
+    which flips a comparison only between ratios within ``2 eps`` of each other. In float64 that is exact
+    to ~1e-16 for every ``w_v`` above ~1e-15; in float32 classes with ``w_v <~ 2^-24 ~ 6e-8`` are
+    suppressed: the bug.
+
     Args:
         probs: [..., K] non-negative, finite, not necessarily normalised; no row may be all zero.
         dtype: precision of the race. ``torch.float32`` reproduces the bug (uniforms on a ``2^-24`` grid
@@ -142,7 +159,7 @@ def sample_categorical(probs: torch.Tensor, *, dtype: torch.dtype = torch.float6
 
     Returns:
         [...] int64 indices in ``0..K-1``; index ``k`` is drawn with probability ``probs[..., k] / sum``
-        (exactly so in float64, up to the float32 truncation of eq. 5 otherwise).
+        up to the bound above. An empty batch ([0, K]) gives an empty result.
     """
     _check_probs(probs)
     _check_dtype(dtype)
@@ -152,7 +169,8 @@ def sample_categorical(probs: torch.Tensor, *, dtype: torch.dtype = torch.float6
 
 def _race(probs, dtype, generator):
     """eq. 4 without the input checks (the samplers check each network output once, not every step)."""
-    p = probs.to(dtype)
+    w = probs.to(torch.promote_types(probs.dtype, dtype))
+    p = (w / w.amax(dim=-1, keepdim=True)).to(dtype)  # the leader has mass 1: no overflow, no underflow
     u = torch.rand(p.shape, dtype=dtype, device=p.device, generator=generator)
     race = EPS - torch.log(u + EPS)  # E ~ Exp(1); in float32 u <= 1 - 2^-24 so E >= ~2^-24
     return (p / race).argmax(dim=-1)  # the smallest E_v / p_v wins: P(v) = p_v / sum(p)
@@ -166,8 +184,8 @@ def _check_tokens(x0, mask_id):
                                                              torch.int8, torch.uint8):
         raise TypeError(f"x0 must be an integer torch.Tensor of shape [B, L], got "
                         f"{type(x0).__name__ if not isinstance(x0, torch.Tensor) else x0.dtype}")
-    if x0.dim() != 2 or x0.shape[1] < 1:
-        raise ValueError(f"x0 must have shape [B, L] with L >= 1, got {tuple(x0.shape)}")
+    if x0.dim() != 2 or x0.shape[0] < 1 or x0.shape[1] < 1:
+        raise ValueError(f"x0 must have shape [B, L] with B, L >= 1, got {tuple(x0.shape)}")
     if x0.numel() and (x0.min() < 0 or x0.max() >= mask_id):
         raise ValueError(f"x0 must hold vocabulary tokens in 0..mask_id-1 = 0..{mask_id - 1}, "
                          f"got values in [{x0.min().item()}, {x0.max().item()}]")

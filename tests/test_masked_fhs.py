@@ -129,6 +129,39 @@ def test_sample_categorical_frequencies_and_shape():
     assert sample_categorical(torch.tensor([[2.0]])).tolist() == [0]
 
 
+def _binomial_z(idx, target):
+    """|z| of the count of index 1 against Binomial(n, target)."""
+    n, k = idx.numel(), int((idx == 1).sum())
+    return abs(k - n * target) / math.sqrt(n * target * (1 - target))
+
+
+@pytest.mark.parametrize("masses, dtype", [
+    ([1e308, 1e308], torch.float64),  # p / E overflowed to inf: 0.40 / 0.60 instead of 1/2
+    ([1.7e308, 0.85e308], torch.float64),
+    ([1e-9, 3e-9], torch.float16),  # underflowed to 0 in float16: always index 0
+    ([1e-50, 3e-50], torch.float32),  # underflowed to 0 in float32
+    ([3e38, 1e38], torch.float32),
+])
+def test_race_follows_the_exact_law_at_any_scale(masses, dtype):
+    """The race divides by the row maximum first, so neither end of the dtype's range bends the law."""
+    probs = torch.tensor(masses, dtype=torch.float64).expand(40000, 2)
+    idx = sample_categorical(probs, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    target = 1 / (1 + masses[0] / masses[1])  # no sum: it would overflow
+    assert _binomial_z(idx, target) < 4.5, ((idx == 1).double().mean().item(), target)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_race_gives_the_same_draws_for_p_and_a_power_of_two_times_p(dtype):
+    probs = torch.rand(2000, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    base = sample_categorical(probs, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    for c in (2.0 ** -1000, 2.0 ** -60, 2.0 ** 900):
+        scaled = sample_categorical(probs * c, dtype=dtype, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(base, scaled), c
+    as32 = sample_categorical(probs.float() * 2.0 ** 100, dtype=torch.float32, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(as32, sample_categorical(probs.float(), dtype=torch.float32,
+                                                generator=torch.Generator().manual_seed(2)))
+
+
 def test_float32_uniforms_sit_on_the_2_to_minus_24_grid():
     """The premise of the bug: u <= 1 - 2^-24, so E >= 2^-24 and the Gumbel noise -log E <= ~16.6."""
     u = torch.rand(10 ** 6, generator=torch.Generator().manual_seed(0)).double()
@@ -276,6 +309,30 @@ def test_loss_rejects_bad_input():
         masked_diffusion_loss(_logits_fn, x0.float(), MASK)
     with pytest.raises(ValueError, match="x0"):
         masked_diffusion_loss(_logits_fn, torch.tensor([0, 1]), MASK)
+
+
+def test_generator_and_empty_input_are_checked_before_any_work():
+    calls = []
+
+    def counting(x):
+        calls.append(1)
+        return chain_denoiser(x)
+
+    def counting_logits(x):
+        calls.append(1)
+        return _logits_fn(x)
+
+    x0 = torch.tensor([[0, 1, 2, 0]])
+    for run in (lambda: mdlm_sample(counting, (2, L_CHAIN), MASK, 10, generator=0),
+                lambda: fhs_sample(counting, (2, L_CHAIN), MASK, generator="seed"),
+                lambda: masked_diffusion_loss(counting_logits, x0, MASK, generator=1),
+                lambda: sample_categorical(torch.ones(2, 3), generator=torch.Generator)):
+        with pytest.raises(TypeError, match="generator"):
+            run()
+    with pytest.raises(ValueError, match="x0"):  # an empty batch was a NaN loss
+        masked_diffusion_loss(counting_logits, torch.zeros(0, L_CHAIN, dtype=torch.long), MASK)
+    assert not calls
+    assert sample_categorical(torch.ones(0, 3)).shape == (0,)
 
 
 def test_closed_form_rejects_bad_input():
