@@ -31,7 +31,7 @@ def mixture_log_p(sde, perturb=0.0):
 def points(sde, n=300, seed=0):
     g = torch.Generator().manual_seed(seed)
     x, t = sample_collocation(sde, n, 2, box=3.0, generator=g, dtype=DT)
-    return x, t.clamp_min(0.05 * sde.T)       # away from t = 0, where the stencil of (8) leaves [0, T]
+    return x, t.clamp_min(0.05 * sde.T)       # mid-range: where Lai et al.'s finite difference in t is accurate
 
 
 @pytest.mark.parametrize("sde", [OU(), VP()], ids=["OU", "VP"])
@@ -80,6 +80,48 @@ def test_score_residual_vanishes_on_exact_score(sde):
     standard_error = r_h.std(0) / math.sqrt(reps)
     assert ((r_h.mean(0) - r[:5]).abs() < 4 * standard_error + 1e-6).all()
     assert r_h.std(0).max() > 1e-3                                    # and a single probe is noisy
+
+
+@pytest.mark.parametrize("sde", [OU(), VP()], ids=["OU", "VP"])
+def test_score_residual_of_an_exact_score_vanishes_down_to_t_min(sde):
+    # a sharp mixture (std 0.02) at t_min and just above: Lai et al.'s stencil called the model at
+    # t - 1e-3 < t_min (t = 0 for VP: the residual of this exact score was ~1e6; NaN for OU)
+    std = 0.02
+
+    def phi(x, t):
+        a, s = sde.marginal(t)
+        var = (a ** 2 * std ** 2 + s ** 2)[:, None]
+        d2 = ((x[:, None, :] - a[:, None, None] * MEANS) ** 2).sum(-1)
+        return torch.logsumexp(LOG_W - 0.5 * d2 / var - torch.log(2 * math.pi * var), dim=1)
+
+    g = torch.Generator().manual_seed(0)
+    x = MEANS[torch.arange(60) % 3] + 0.03 * torch.randn(60, 2, generator=g, dtype=DT)   # near the data
+    score = score_from_potential(phi, create_graph=True)
+    for t in (sde.t_min, 1.5 * sde.t_min, 3 * sde.t_min, 1e-3 + sde.t_min):
+        r = score_fp_residual(score, sde, x, t, divergence="exact")
+        assert torch.isfinite(r).all() and r.abs().max() < 1e-6, (t, r.abs().max())
+
+
+def lai_stencil_residual(score_fn, sde, x, t, h_s=1e-3, h_d=5e-4):
+    """Lai et al.'s formulation (sony/fp-diffusion): d_t s by the three-point stencil {t - h_s, t, t + h_d},
+    exact divergence; an independent reference for the mid-range."""
+    x = x.detach().requires_grad_(True)
+    s = score_fn(x, t)
+    ds_dt = (h_s ** 2 * score_fn(x, t + h_d) + (h_d ** 2 - h_s ** 2) * s - h_d ** 2 * score_fn(x, t - h_s)) / (h_s * h_d * (h_d + h_s))
+    div = sum(torch.autograd.grad(s[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(x.shape[1]))
+    g2, f = sde.g(t) ** 2, sde.drift(x, t)
+    pot = 0.5 * g2 * (div + (s ** 2).sum(1)) - (f * s).sum(1) - sde.div_drift(x, t)
+    return ds_dt - torch.autograd.grad(pot.sum(), x, create_graph=True)[0]
+
+
+@pytest.mark.parametrize("sde", [OU(), VP()], ids=["OU", "VP"])
+def test_score_residual_matches_the_official_stencil_mid_range(sde):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2)).to(DT)
+    score = lambda x, t: net(torch.cat([x, t[:, None] / sde.T], 1))
+    x, t = points(sde, n=50)
+    ours = score_fp_residual(score, sde, x, t, divergence="exact")
+    torch.testing.assert_close(ours, lai_stencil_residual(score, sde, x, t), atol=1e-5, rtol=1e-4)
 
 
 def test_score_residual_is_the_gradient_of_the_log_residual():
