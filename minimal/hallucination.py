@@ -110,6 +110,13 @@ def _check_schedule(name: str, values, low_open: float, high_closed: float) -> N
         raise ValueError(f"{name} must lie in ({low_open}, {high_closed}]")
 
 
+def _check_output(out: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.shape != x_t.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"eps_model returned shape {got}, expected {tuple(x_t.shape)} (the shape of x_t)")
+    return out
+
+
 def _broadcast(per_sample: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[B] -> [B, 1, ..., 1] so that it multiplies a tensor shaped like ``like`` [B, ...]."""
     return per_sample.reshape(-1, *([1] * (like.ndim - 1)))
@@ -156,7 +163,7 @@ def ddpm_loss(eps_model: EpsModel, x0: torch.Tensor, alphas_cumprod: torch.Tenso
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     abar = _broadcast(alphas_cumprod.to(x0.device, x0.dtype)[t - 1], x0)
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps                  # (1)
-    eps_pred = eps_model(x_t, t.to(x0.dtype) / T)
+    eps_pred = _check_output(eps_model(x_t, t.to(x0.dtype) / T), x_t)
     return ((eps_pred - eps) ** 2).mean()                              # (2)
 
 
@@ -202,6 +209,8 @@ def ddpm_sample(eps_model: EpsModel, shape: Sequence[int], betas: torch.Tensor, 
         # t / T for every row [B], as a view of one value: a model may compute its time embedding once
         t_batch = torch.full((1,), t / T, device=device, dtype=dtype).expand(shape[0])
         eps = eps_model(x, t_batch)
+        if t == T:
+            _check_output(eps, x)
         if traj is not None and t <= last:
             traj[last - t] = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)        # (3)
         mean = (x - beta / math.sqrt(1 - abar) * eps) / math.sqrt(1 - beta)            # (4), mean
@@ -226,7 +235,7 @@ def trajectory_variance(x0_traj: torch.Tensor, last_k: int = 10) -> torch.Tensor
         raise ValueError(f"last_k must be <= the trajectory length {x0_traj.shape[0]}, got {last_k}")
     window = x0_traj[-last_k:]                                         # [k, B, ...], t = k..1
     per_dim = window.var(dim=0, unbiased=False)                        # [B, ...]
-    return per_dim.reshape(per_dim.shape[0], -1).mean(dim=1)           # (6), [B]
+    return per_dim.flatten(start_dim=1).mean(dim=1)                    # (6), [B]
 
 
 def filter_by_variance(samples: torch.Tensor, scores: torch.Tensor, *, keep: Optional[int] = None,

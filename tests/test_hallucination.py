@@ -148,6 +148,19 @@ def test_trajectory_variance_flags_hallucinations(trained_1d):
 
 
 # ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("wrong", [lambda x, t: x[:, :1], lambda x, t: x[:1], lambda x, t: x.sum()])
+def test_a_model_output_of_the_wrong_shape_is_an_error_not_a_broadcast(wrong):
+    # x[:, :1] [B, 1] and x[:1] [1, D] broadcast against eps [B, D] silently; x.sum() is a scalar
+    with pytest.raises(ValueError, match=r"eps_model returned shape .*expected \(4, 3\)"):
+        ddpm_loss(wrong, torch.zeros(4, 3), ALPHAS_CUMPROD)
+    with pytest.raises(ValueError, match=r"eps_model returned shape .*expected \(4, 3\)"):
+        ddpm_sample(wrong, (4, 3), BETAS)
+
+
+def test_an_empty_batch_of_trajectories_scores_to_an_empty_tensor():
+    assert trajectory_variance(torch.zeros(5, 0, 2), last_k=3).shape == (0,)
+
+
 def test_bad_input_raises_naming_the_argument():
     traj = torch.zeros(5, 3, 1)
     with pytest.raises(ValueError, match="last_k"):

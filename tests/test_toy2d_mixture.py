@@ -203,6 +203,51 @@ def test_outputs_keep_the_input_dtype():
         assert out.dtype == torch.float32
 
 
+@pytest.mark.parametrize("x", [1e155, -1e155, 1e300])
+def test_huge_x_t_gives_the_nearest_outer_component_in_closed_form(x):
+    # Far beyond the modes, component K (or 1) explains x_t: E[x_0 | x_t] = mu + g (x - a mu) with the
+    # gain g = a lam / (a^2 lam + s^2), computed here in plain float64 arithmetic. |x_t - a mu|^2 overflows.
+    gm, a, s = line_mixture(), 1.0, 1.0
+    mu = 3.0 if x > 0 else 1.0
+    gain = a * 0.05 ** 2 / (a * a * 0.05 ** 2 + s * s)
+    x_t = torch.tensor([[x]], dtype=torch.float64)
+    expected = mu + gain * (x - a * mu)
+    torch.testing.assert_close(gm.denoise(x_t, a, s), torch.tensor([[expected]], dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(gm.eps(x_t, a, s), torch.tensor([[(x - a * expected) / s]], dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(gm.score(x_t, a, s), -gm.eps(x_t, a, s) / s)
+    r = gm.posterior(x_t, a, s)
+    assert torch.isfinite(r).all() and r.sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("s", [1e160, 1e300])
+def test_huge_noise_forgets_x_t(s):
+    # s -> infinity: x_t says nothing, so r_k = w_k, E[x_0 | x_t] = sum_k w_k mu_k, eps = x_t / s (a = 1).
+    gm = anisotropic_mixture()
+    x_t = torch.tensor([[1.5, -0.5], [1e150, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(gm.posterior(x_t, 1.0, s), gm.weights.expand(2, 3))
+    prior_mean = (gm.weights[:, None] * gm.means).sum(0).expand(2, 2)
+    torch.testing.assert_close(gm.denoise(x_t, 1.0, s), prior_mean)
+    # to rounding relative to each row's size (the covariances' rotations mix the coordinates)
+    torch.testing.assert_close(gm.eps(x_t, 1.0, s), (x_t - prior_mean) / s, rtol=1e-12, atol=1e-12 * 1e150 / s)
+    log_p = gm.log_prob_t(x_t, 1.0, s)
+    assert torch.isfinite(log_p).all()
+    assert log_p[0].item() == pytest.approx(-2 * math.log(s) - math.log(2 * math.pi), rel=1e-12)
+
+
+def test_huge_inputs_in_two_dimensions_stay_finite_and_match_float64_at_moderate_size():
+    gm = anisotropic_mixture()
+    x_t = torch.tensor([[1e200, -3e199], [2.0, 1.0]], dtype=torch.float64)
+    for what in (gm.denoise, gm.score, gm.eps, gm.posterior):
+        assert torch.isfinite(what(x_t, 0.7, 0.2)).all(), what.__name__
+    # the second row is moderate: the same answer as the direct formula r_k ~ w_k N(x; a mu_k, C_k)
+    a, s = 0.7, 0.2
+    covs_t = a * a * gm.covs + s * s * torch.eye(2, dtype=torch.float64)
+    log_r = torch.log(gm.weights) + torch.stack([gaussian_logpdf(x_t[1:], a * gm.means[k], covs_t[k])
+                                                 for k in range(3)], dim=1)
+    torch.testing.assert_close(gm.posterior(x_t, a, s)[1:], torch.softmax(log_r, dim=1))
+
+
 BAD_INPUTS = [
     (lambda: GaussianMixture([1.0], torch.zeros(0, 2), stds=0.1), "means"),
     (lambda: GaussianMixture([1.0, 1.0], [[0.0], [1.0], [2.0]], stds=0.1), "weights"),
@@ -220,6 +265,8 @@ BAD_INPUTS = [
     (lambda: line_mixture().log_prob_t(torch.zeros(4, 1), torch.ones(3), 0.1), "a"),
     (lambda: line_mixture().marginal(1.0, 0.0), "s"),
     (lambda: line_mixture().sample(-1), "n"),
+    (lambda: line_mixture().sample(5, generator="seed"), "generator"),
+    (lambda: line_mixture().class_conditional([0, 1, 1]).sample(3, generator=5), "generator"),
     (lambda: line_mixture().log_prob(torch.zeros(4, 3)), "x"),
     (lambda: line_mixture().class_conditional([0, 1]), "labels"),
     (lambda: line_mixture().class_conditional([0, 2, 2]), "labels"),

@@ -51,7 +51,10 @@ Then :math:`C_k = U_k\,\mathrm{diag}(a^2\lambda_k + s^2)\,U_k^\top` for every ``
 :math:`\log\mathcal N = -\tfrac12\sum_d (z_d^2/v_d + \log v_d + \log 2\pi)`,
 :math:`m_k = \mu_k + U_k(a\lambda_k z / v)` and :math:`C_k^{-1}(x_t-a\mu_k) = U_k(z/v)`.
 This also lets ``a`` and ``s`` differ per sample (shape ``[B]``) at no extra cost. Everything is
-computed in float64 and returned in the input's dtype.
+computed in float64 and returned in the input's dtype. The residual is standardised first,
+:math:`u = z/\sqrt v` with :math:`\sqrt v` = ``hypot``, and the responsibilities are a softmax of
+:math:`-\tfrac12|u|^2` taken relative to each row's smallest :math:`|u|^2`, so a huge :math:`|x_t|`
+or ``s`` (where :math:`z^2` or :math:`s^2` overflow float64) still gives finite, exact-limit answers.
 """
 from __future__ import annotations
 
@@ -97,6 +100,11 @@ def _check_points(x, dim: int, name: str) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     return x
+
+
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def _check_level(value: Scalar, batch: int, name: str, positive: bool) -> torch.Tensor:
@@ -207,45 +215,61 @@ class GaussianMixture:
     def _components(self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor, need: str):
         """Per-component terms at x_t = x (float64 [B, D]); a, s float64 [1 or B, 1] on x's device.
 
-        Returns log w_k + log N(x; a mu_k, C_k) [B, K] and, by ``need``, the per-component posterior
-        means m_k [B, K, D] ("denoise"), the per-component scores -C_k^{-1}(x - a mu_k) [B, K, D]
-        ("score"), or None ("log_prob").
+        Returns ``(rel, offset, extra)``: log w_k + log N(x; a mu_k, C_k) = rel [B, K] + offset [B, 1],
+        split so that ``rel`` has a finite maximum in every row even where |x_t| or s is so large that
+        |x_t - a mu_k|^2 / v overflows (the responsibilities are softmax(rel); log p_t adds ``offset``,
+        which may be -inf). By ``need``, ``extra`` is the per-component posterior means m_k [B, K, D]
+        ("denoise"), the scores -C_k^{-1}(x - a mu_k) ("score"), s C_k^{-1}(x - a mu_k) ("eps"), or None.
         """
         log_w, mu, lam, U = self._params(x.device)
-        diff = x[:, None, :] - a[:, :, None] * mu[None]            # x - a mu_k          [B, K, D]
+        a3, s3 = a[:, :, None], s[:, :, None]
+        diff = x[:, None, :] - a3 * mu[None]                       # x - a mu_k          [B, K, D]
         z = torch.einsum("kde,bkd->bke", U, diff)                  # U_k^T (x - a mu_k)  [B, K, D]
-        v = a[:, :, None] ** 2 * lam[None] + s[:, :, None] ** 2    # eig(C_k) = a^2 lam + s^2
-        log_normal = -0.5 * ((z ** 2 / v).sum(-1) + torch.log(v).sum(-1) + self.D * math.log(2 * math.pi))
+        sd = torch.hypot(a3 * lam[None].sqrt(), s3)                # sqrt(eig C_k) = sqrt(a^2 lam + s^2), no overflow
+        u = z / sd                                                 # standardised residual, |u|^2 = z^T C_k^-1 z
+        # |u|^2 overflows for huge |x_t| / s: compute it as scale^2 * q with q = |u / scale|^2 in [0, D],
+        # and keep scale^2 * (q - min_k q) (finite where it matters) apart from scale^2 * min_k q.
+        scale = u.abs().amax(dim=(1, 2), keepdim=True)[:, :, 0].clamp(min=1.0)    # [B, 1]
+        q = ((u / scale[:, :, None]) ** 2).sum(-1)                                 # [B, K]
+        q_min = q.amin(dim=1, keepdim=True)
+        rel = log_w[None] - 0.5 * ((q - q_min) * scale) * scale - torch.log(sd).sum(-1)
+        offset = -0.5 * (q_min * scale) * scale - 0.5 * self.D * math.log(2 * math.pi)
         if need == "denoise":
-            gain = a[:, :, None] * lam[None] / v                    # eig(a Sigma_k C_k^{-1})
-            extra = mu[None] + torch.einsum("kde,bke->bkd", U, gain * z)  # m_k = mu_k + a Sigma_k C_k^-1 (x - a mu_k)
+            gain = a3 * lam[None] / sd                              # eig(a Sigma_k C_k^{-1}) * sd
+            extra = mu[None] + torch.einsum("kde,bke->bkd", U, gain * u)  # m_k = mu_k + a Sigma_k C_k^-1 (x - a mu_k)
         elif need == "score":
-            extra = -torch.einsum("kde,bke->bkd", U, z / v)          # -C_k^{-1} (x - a mu_k)
+            extra = -torch.einsum("kde,bke->bkd", U, u / sd)        # -C_k^{-1} (x - a mu_k)
+        elif need == "eps":
+            extra = torch.einsum("kde,bke->bkd", U, (s3 / sd) * u)  # s C_k^{-1} (x - a mu_k), s / sd <= 1
         else:
             extra = None
-        return log_w[None] + log_normal, extra
+        return rel, offset, extra
 
     def _evaluate(self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor, what: str,
                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """One of "log_prob" [B], "posterior" [B, K], "denoise" / "score" [B, D] at float64 x [B, D],
+        """One of "log_prob" [B], "posterior" [B, K], "denoise" / "score" / "eps" [B, D] at float64 x [B, D],
         in chunks of CHUNK rows (the [B, K, D] intermediates stay small for millions of points).
         ``mask`` [B, K] (True = allowed) restricts the responsibilities to some components."""
         a, s = a.to(x.device), s.to(x.device)
         mask = None if mask is None else mask.to(x.device)
-        need = what if what in ("denoise", "score") else "log_prob"
+        need = what if what in ("denoise", "score", "eps") else "log_prob"
         pieces = []
         for i in range(0, x.shape[0], CHUNK):
             rows = slice(i, i + CHUNK)
             a_i = a if a.shape[0] == 1 else a[rows]
             s_i = s if s.shape[0] == 1 else s[rows]
-            log_joint, extra = self._components(x[rows], a_i, s_i, need)
+            rel, offset, extra = self._components(x[rows], a_i, s_i, need)
             if mask is not None:
-                log_joint = log_joint.masked_fill(~mask[rows], float("-inf"))
+                rel = rel.masked_fill(~mask[rows], float("-inf"))
             if what == "log_prob":
-                pieces.append(torch.logsumexp(log_joint, dim=1))
+                pieces.append(torch.logsumexp(rel, dim=1) + offset[:, 0])
                 continue
-            r = torch.softmax(log_joint, dim=1)                      # r_k(x_t) = p(k | x_t)   [b, K]
-            pieces.append(r if what == "posterior" else torch.einsum("bk,bkd->bd", r, extra))
+            r = torch.softmax(rel, dim=1)                            # r_k(x_t) = p(k | x_t)   [b, K]
+            if what == "posterior":
+                pieces.append(r)
+                continue
+            extra = torch.where(r[:, :, None] > 0, extra, 0.0)       # a component with r_k = 0 adds nothing (not 0 * inf)
+            pieces.append(torch.einsum("bk,bkd->bd", r, extra))
         if not pieces:  # an empty batch
             shape = {"log_prob": (0,), "posterior": (0, self.K)}.get(what, (0, self.D))
             return torch.zeros(shape, dtype=torch.float64, device=x.device)
@@ -273,6 +297,7 @@ class GaussianMixture:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
+        _check_generator(generator)
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator) if n else \
             torch.zeros(0, dtype=torch.long)
         x = self._sample_given_labels(labels, generator)
@@ -322,8 +347,7 @@ class GaussianMixture:
 
     def eps(self, x_t: torch.Tensor, a: Scalar, s: Scalar) -> torch.Tensor:
         """The optimal noise prediction E[eps | x_t] = (x_t - a E[x_0 | x_t]) / s = -s * score  [B, D]."""
-        x_t, x, a_, s_ = self._prepare(x_t, a, s)
-        return (-s_.to(x.device) * self._evaluate(x, a_, s_, "score")).to(x_t.dtype)
+        return self._forward_quantity(x_t, a, s, "eps")
 
     def _forward_quantity(self, x_t, a, s, what: str, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         x_t, x, a, s = self._prepare(x_t, a, s)
@@ -419,6 +443,7 @@ class ClassConditionalMixture:
         """(x [n, D], y [n]): samples with their class ids; if ``y`` [n] is given, samples of those classes."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
+        _check_generator(generator)
         if y is None:
             x, comps = self.base.sample(n, generator=generator, return_labels=True, dtype=dtype)
             return x, self.labels[comps]
