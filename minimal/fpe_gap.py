@@ -124,6 +124,11 @@ __all__ = [
 # Forward processes
 # ----------------------------------------------------------------------------------------------
 
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
 def _col(t: Tensor, x: Tensor) -> Tensor:
     """Reshape t [B] (or a scalar) so that it broadcasts against x [B, *S]."""
     return t.reshape(-1, *([1] * (x.dim() - 1))) if t.dim() > 0 else t
@@ -172,7 +177,8 @@ class SDE:
     def prior_sample(self, shape, *, generator: torch.Generator | None = None,
                      dtype=torch.float32, device=None) -> Tensor:
         """Samples of the prior N(0, prior_std^2 I) that both samplers start from; ``shape`` = (B, *S)."""
-        shape = tuple(shape)
+        _check_generator(generator)
+        shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else (shape,)
         if len(shape) < 2 or any((not isinstance(n, int)) or n < 1 for n in shape):
             raise ValueError(f"shape must be (B, *S) with positive ints and at least 2 entries, got {shape!r}")
         return self.prior_std * torch.randn(shape, generator=generator, dtype=dtype, device=device)
@@ -293,8 +299,8 @@ def score_from_potential(phi_fn: PotentialFn, create_graph: bool = False) -> Sco
         with torch.enable_grad():
             x_ = x if (x.requires_grad and create_graph) else x.detach().requires_grad_(True)
             phi = phi_fn(x_, t)
-            if phi.shape != x.shape[:1]:
-                raise ValueError(f"phi_fn must return shape [B]={tuple(x.shape[:1])}, got {tuple(phi.shape)}")
+            if not isinstance(phi, Tensor) or phi.shape != x.shape[:1]:
+                raise ValueError(f"phi_fn must return shape [B]={tuple(x.shape[:1])}, got {tuple(getattr(phi, 'shape', ()))}")
             (grad,) = torch.autograd.grad(phi.sum(), x_, create_graph=create_graph)
         return grad
     return score_fn
@@ -305,8 +311,8 @@ def _check_sampler_args(score_fn, sde, x_T, ts) -> Tensor:
         raise TypeError(f"score_fn must be callable (x [B, *S], t [B]) -> [B, *S], got {type(score_fn).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an SDE (OU or VP), got {type(sde).__name__}")
-    if not isinstance(x_T, Tensor) or not torch.is_floating_point(x_T) or x_T.dim() < 2:
-        raise ValueError(f"x_T must be a floating-point tensor [B, *S] with a batch dimension, got "
+    if not isinstance(x_T, Tensor) or not torch.is_floating_point(x_T) or x_T.dim() < 2 or x_T.shape[0] < 1:
+        raise ValueError(f"x_T must be a non-empty floating-point tensor [B, *S], got "
                          f"{type(x_T).__name__} of shape {tuple(getattr(x_T, 'shape', ()))}")
     if not isinstance(ts, Tensor):
         ts = torch.as_tensor(ts, dtype=torch.float64)
@@ -356,6 +362,7 @@ def reverse_sde_sample(score_fn: ScoreFn, sde: SDE, x_T: Tensor, ts, *,
     Shapes as in :func:`pf_ode_sample`.
     """
     ts = _check_sampler_args(score_fn, sde, x_T, ts)
+    _check_generator(generator)
     x = x_T.clone()
     n = ts.numel() - 1
     for k in range(n):
@@ -378,8 +385,8 @@ def _check_points(sde, x, t, fn, fn_name) -> Tensor:
         raise TypeError(f"{fn_name} must be callable, got {type(fn).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an SDE (OU or VP), got {type(sde).__name__}")
-    if not isinstance(x, Tensor) or not torch.is_floating_point(x) or x.dim() < 2:
-        raise ValueError(f"x must be a floating-point tensor [B, *S], got shape {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(x, Tensor) or not torch.is_floating_point(x) or x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must be a non-empty floating-point tensor [B, *S], got shape {tuple(getattr(x, 'shape', ()))}")
     if not isinstance(t, Tensor):
         t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
     if t.dim() == 0:
@@ -427,6 +434,7 @@ def score_fp_residual(score_fn: ScoreFn, sde: SDE, x: Tensor, t, *,
     Returns r [B, *S], differentiable in the model's parameters.
     """
     t = _check_points(sde, x, t, score_fn, "score_fn")
+    _check_generator(generator)
     if divergence not in ("hutchinson", "exact"):
         raise ValueError(f"divergence must be 'hutchinson' or 'exact', got {divergence!r}")
     if not x.requires_grad:
@@ -468,8 +476,7 @@ def _check_loss_args(fn, fn_name, sde, x0, generator):
         raise TypeError(f"sde must be an SDE (OU or VP), got {type(sde).__name__}")
     if not isinstance(x0, Tensor) or not torch.is_floating_point(x0) or x0.dim() < 2 or x0.shape[0] < 1:
         raise ValueError(f"x0 must be a non-empty floating-point tensor [B, *S], got shape {tuple(getattr(x0, 'shape', ()))}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    _check_generator(generator)
 
 
 def _dsm_times(sde: SDE, n: int, like: Tensor, generator) -> Tensor:
@@ -511,6 +518,9 @@ def dsm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, generator: torch.Genera
 def sample_collocation(sde: SDE, n: int, dim: int, box: float = 3.5, *,
                        generator: torch.Generator | None = None, dtype=torch.float32, device=None):
     """Deveney et al.'s collocation points: (x [n, dim] uniform on [-box, box]^dim, t [n] uniform on [t_min, T])."""
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an SDE (OU or VP), got {type(sde).__name__}")
+    _check_generator(generator)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     if not isinstance(dim, int) or dim < 1:

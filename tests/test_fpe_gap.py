@@ -282,3 +282,50 @@ def test_other_bad_arguments_are_refused():
         VP(beta_min=5.0, beta_max=1.0)
     with pytest.raises(ValueError, match="divergence"):
         score_fp_residual(lambda x, t: -x, sde, x0, 1.0, divergence="trace")
+
+
+class Counting:
+    """A score model that counts its calls: bad input must be refused before the first one."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return -x
+
+
+@pytest.mark.parametrize("bad", [3, "seed", torch.zeros(2)], ids=["int", "str", "tensor"])
+def test_a_generator_that_is_not_a_torch_generator_is_refused_before_work(bad):
+    sde, score = OU(), Counting()
+    calls = {
+        "reverse_sde_sample": lambda: reverse_sde_sample(score, sde, torch.zeros(4, 2), torch.linspace(10.0, 0.0, 5), generator=bad),
+        "score_fp_residual": lambda: score_fp_residual(score, sde, torch.zeros(4, 2), 1.0, generator=bad),
+        "prior_sample": lambda: sde.prior_sample((4, 2), generator=bad),
+        "sample_collocation": lambda: sample_collocation(sde, 4, 2, generator=bad),
+        "dsm_loss": lambda: dsm_loss(score, sde, torch.zeros(4, 2), generator=bad),
+        "regularised_loss": lambda: regularised_loss(score, sde, torch.zeros(4, 2), 1.0, kind="score", generator=bad),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+            call()
+        assert score.calls == 0, name
+
+
+def test_empty_batches_are_refused_clearly():
+    sde, score, ts = OU(), Counting(), torch.linspace(10.0, 0.0, 5)
+    empty = torch.zeros(0, 2)
+    for call in (lambda: pf_ode_sample(score, sde, empty, ts), lambda: reverse_sde_sample(score, sde, empty, ts),
+                 lambda: score_fp_residual(score, sde, empty, 1.0), lambda: dsm_loss(score, sde, empty),
+                 lambda: log_fp_residual(lambda x, t: -(x ** 2).sum(1), sde, empty, 1.0)):
+        with pytest.raises(ValueError, match="non-empty"):
+            call()
+    assert score.calls == 0
+    with pytest.raises(ValueError, match="shape"):
+        sde.prior_sample((0, 2))
+
+
+def test_a_potential_that_returns_no_tensor_is_refused():
+    sde = OU()
+    with pytest.raises(ValueError, match="phi_fn"):
+        pf_ode_sample(score_from_potential(lambda x, t: 0.0), sde, torch.zeros(4, 2), torch.linspace(10.0, 0.0, 5))
