@@ -16,19 +16,26 @@ stability region at the price of dropping to first order; the paper's Generalize
 
 Notation, fixed for this file
 -----------------------------
-A noise schedule abar_t (the paper's alpha_t; ``alphas_cumprod``), t = 0..T-1, and
+DDPM steps t = 1..T, a schedule beta_t (:func:`linear_beta_schedule`; ``betas[t - 1]`` is beta_t),
+abar_t = prod_{s <= t} (1 - beta_s) (the paper's alpha_t; ``torch.cumprod(1 - betas, 0)``), and
+abar_0 = 1 for the clean data:
 
     (1) forward process   x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,
     (2) the paper's ODE   d xbar / d sigma = epsbar(xbar, sigma)                    (Eq. 2)
         with              sigma = sqrt(1 - abar_t) / sqrt(abar_t),   xbar = x_t / sqrt(abar_t),
                           epsbar(xbar, sigma) = eps_theta(x_t, t).
 
-Sampling runs (2) from a large sigma down to sigma = 0 (the clean sample), so the steps
-delta_n = sigma_{n+1} - sigma_n are negative. With classifier-free guidance of scale s,
+The model is ``eps_model(x_t, t, cond)`` with x_t [B, ...], ``t`` a float tensor [B] holding t / T
+in (0, 1], and ``cond`` the condition or ``None`` (the null class); it returns eps [B, ...], the
+shape of x_t. With classifier-free guidance of scale s (s = 1 is the plain conditional model)
 
-    (3) eps_theta = eps(x_t, t, null) + s [eps(x_t, t, c) - eps(x_t, t, null)],
+    (3) eps_theta = eps(x_t, t, null) + s [eps(x_t, t, c) - eps(x_t, t, null)].
 
-(s = 1 is the plain conditional model). Euler's method on (2) is exactly DDIM.
+The samplers take ``timesteps``: integer DDPM steps in 1..T, strictly decreasing. The model is
+evaluated at each of them in turn and the last step goes on to the clean sample (abar = 1,
+sigma = 0), so N timesteps are N steps and N model evaluations (2N with guidance). Sampling runs
+(2) from a large sigma down to 0, so the steps delta_n = sigma_{n+1} - sigma_n are negative.
+Euler's method on (2) is exactly DDIM.
 
 Below, ``f_n`` is the ODE's right-hand side at step n (for sampling, f_n = epsbar_n), and every
 method takes the form  x_{n+1} = x_n + delta_n ehat_n  for a "direction" ehat_n built from past f's.
@@ -66,7 +73,7 @@ beta = the fractional part, so GHVB 3.8 is r = 4, beta = 0.8 and GHVB 0.8 is Eul
 official code, which is right.)
 
 Start-up. A k-step method needs k past values. Like the official code, :func:`lmm_solve` and
-:func:`sample` start with lower orders -- step 0 uses order 1, step 1 order 2, ... -- and
+:func:`lmm_sample` start with lower orders -- step 0 uses order 1, step 1 order 2, ... -- and
 initialise v with the first value it would average. This warm-up caps the *observed* order of
 every method at 2 (the Euler first step leaves an O(delta^2) error), which is where the
 paper's "fractional orders" of GHVB come from. :func:`lmm_solve` can instead start from exact
@@ -105,24 +112,43 @@ h = lambda_t - lambda_s for a step from s to t:
 
 The first step and the last (to sigma = 0, where h is infinite) are first order (D = m_0), as in
 DPM-Solver++ and the official code, which applies momentum only inside second-order steps.
+
+Time grids
+----------
+At 10-20 steps the answer depends on *where* the steps are, so each solver runs on the grid its
+official code uses (:func:`official_timesteps`):
+
+    (10) DDIM / PLMS / HB / GHVB: DDIM's "leading" spacing with offset 1 (the Stable Diffusion
+         configuration the paper's samplers wrap): t_k = k (T // N) + 2 for k = N-1, ..., 0
+         (diffusers' index k (T // N) + 1 is DDPM step t = index + 1);
+         DPM-Solver++: DPM-Solver's grid for a discrete-time model, uniform in lambda between
+         t = T and t = 1 ("logSNR", the paper's ADM experiments), N + 1 points of which the
+         model sees the first N, rounded to integer steps.
+
+The naive grid, N steps evenly from T down to 1 (:func:`uniform_timesteps`), evaluates the model
+at t = 1, where sigma is 0.01 and the last step spans a hundredth of the range in sigma but a
+third of it in lambda: high-order methods extrapolate wildly there.
+
+``python momentum.py`` runs a demo (about 3 s on one CPU thread): the stable intervals, and guided
+sampling of a 2-D mixture with its exact eps at 8 steps.
 """
 from __future__ import annotations
 
 import math
 import numbers
-import re
-from typing import Callable, Optional, Sequence, Union
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 __all__ = [
-    "lmm_solve", "momentum_number", "sampler_spec", "sample", "uniform_timesteps", "linear_alphas_cumprod",
-    "is_stable", "stability_boundary", "real_stability_interval", "lmm_polynomials",
+    "linear_beta_schedule", "official_timesteps", "uniform_timesteps", "lmm_sample", "dpm_solver_pp_sample",
+    "sample_by_name", "PAPER_NAMES", "momentum_number", "lmm_solve", "lmm_polynomials", "is_stable",
+    "stability_boundary", "real_stability_interval",
 ]
 
-METHODS = ("ab", "hb", "ghvb")                 # for lmm_solve and the stability functions
-SAMPLE_METHODS = METHODS + ("dpm++",)          # sample() adds DPM-Solver++(2M)
+METHODS = ("ab", "hb", "ghvb")                 # the linear multistep methods (4), (5), (6)
 
 # (4): Adams-Bashforth coefficients b_i, newest first.
 AB_COEFFS = {
@@ -145,29 +171,59 @@ def ghvb_coeffs(order: int, beta: float) -> tuple[float, ...]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Argument checks (all done before any work)
+# Input checks (all done before any work)
 # ----------------------------------------------------------------------------------------------
 
-def _check_method(method, allowed=METHODS):
-    if not isinstance(method, str) or method not in allowed:
-        raise ValueError(f"method must be one of {allowed}, got {method!r}")
+def _check_int(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
-def _check_order(order, method):
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
-        raise TypeError(f"order must be an int, got {type(order).__name__}")
-    top = 2 if method == "dpm++" else 4
-    if not 1 <= order <= top:
-        raise ValueError(f"order must be in 1..{top} for method {method!r}, got {order}")
+def _check_real(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not low < value <= high:
+        raise ValueError(f"{name} must be in ({low}, {high}], got {value}")
 
 
-def _check_beta(beta, method):
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
-    if not 0.0 < beta <= 1.0:
-        raise ValueError(f"beta must be in (0, 1], got {beta}")
+def _check_method(method, order, beta):
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_int("order", order, 1, 4)
+    _check_real("beta", beta, 0.0, 1.0)
     if method == "ab" and beta != 1.0:
         raise ValueError(f"beta must be 1 for method 'ab' (use 'hb' or 'ghvb' for momentum), got {beta}")
+
+
+def _check_callable(name, fn):
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+def _check_betas(betas):
+    if not isinstance(betas, torch.Tensor):
+        raise TypeError(f"betas must be a torch.Tensor [T], got {type(betas).__name__}")
+    if betas.ndim != 1 or len(betas) < 2 or not ((betas > 0) & (betas < 1)).all():
+        raise ValueError(f"betas must be a 1-D tensor [T], T >= 2, with values in (0, 1), got shape {tuple(betas.shape)}")
+
+
+def _check_timesteps(timesteps, T):
+    steps = torch.as_tensor(timesteps)
+    if steps.ndim != 1 or len(steps) < 1 or steps.is_floating_point() or steps.dtype == torch.bool:
+        raise ValueError("timesteps must be a non-empty 1-D sequence of ints")
+    if not (steps[1:] < steps[:-1]).all() or steps.min() < 1 or steps.max() > T:
+        raise ValueError(f"timesteps must be strictly decreasing DDPM steps in 1..{T}, got {steps.tolist()}")
+    return steps.tolist()
+
+
+def _checked(eps, x):
+    """The model's output, if it has x_t's shape (a wrong shape would broadcast silently)."""
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        shape = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"eps_model returned shape {shape}, expected {tuple(x.shape)} (the shape of x_t)")
+    return eps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,42 +239,39 @@ class _Direction:
         self.v = None                # the velocity of HB / GHVB
 
     def _remember(self, value):
-        self.history.append(value)
-        if len(self.history) > self.order:
-            self.history.pop(0)
+        self.history = (self.history + [value])[-self.order:]
 
     def __call__(self, f):
         if self.method in ("ab", "hb"):
             self._remember(f)
-            k = min(self.order, len(self.history))                 # lower-order warm-up
+            k = len(self.history)                                              # lower-order warm-up
             p = sum(b * e for b, e in zip(AB_COEFFS[k], reversed(self.history)))   # (4)
             if self.method == "ab":
                 return p
             self.v = p if self.v is None else (1 - self.beta) * self.v + self.beta * p  # (5)
             return self.v
-        # GHVB: average first, then mix with beta-dependent coefficients.
-        self.v = f if self.v is None else (1 - self.beta) * self.v + self.beta * f          # (6), left
+        self.v = f if self.v is None else (1 - self.beta) * self.v + self.beta * f     # (6), left
         self._remember(self.v)
-        r = min(self.order, len(self.history))
-        c = ghvb_coeffs(r, self.beta)
-        return sum(ci * v for ci, v in zip(c, reversed(self.history))) / self.beta         # (6), right
+        c = ghvb_coeffs(len(self.history), self.beta)
+        return sum(ci * v for ci, v in zip(c, reversed(self.history))) / self.beta    # (6), right
 
-
-# ----------------------------------------------------------------------------------------------
-# The characteristic polynomials (7), shared by the stability analysis and the exact start
-# ----------------------------------------------------------------------------------------------
 
 def lmm_polynomials(method: str, order: int, beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients of A(w) and B(w) in (7), lowest power of w first, padded to one length K + 1.
 
     The method reads  sum_j a_j x_{n+1-j} = delta sum_j b_j f_{n+1-j}  with a_0 = 1, b_0 = 0.
+
+    Args:
+        method: "ab" (4), "hb" (5) or "ghvb" (6).
+        order: k or r, 1..4.
+        beta: the damping in (0, 1]; must be 1 for "ab".
+
+    Returns:
+        (a, b), two float arrays [K + 1].
     """
-    _check_method(method)
-    _check_order(order, method)
-    _check_beta(beta, method)
+    _check_method(method, order, beta)
     if method == "ab":
-        a = np.array([1.0, -1.0])
-        b = np.array((0.0,) + AB_COEFFS[order])
+        a, b = np.array([1.0, -1.0]), np.array((0.0,) + AB_COEFFS[order])
     else:
         a = np.convolve([1.0, -1.0], [1.0, -(1.0 - beta)])          # (1 - w)(1 - (1 - beta) w)
         mix = beta * np.array(AB_COEFFS[order]) if method == "hb" else np.array(ghvb_coeffs(order, beta))
@@ -231,22 +284,15 @@ def lmm_polynomials(method: str, order: int, beta: float = 1.0) -> tuple[np.ndar
 # Solving dx/dt = f(x, t)
 # ----------------------------------------------------------------------------------------------
 
-def _check_grid(ts, name="ts"):
-    if isinstance(ts, torch.Tensor):
-        ts = ts.detach().cpu().double()
-    else:
-        try:
-            ts = torch.as_tensor(ts, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"{name} must be a 1-D sequence of numbers, got {type(ts).__name__}") from None
-    if ts.ndim != 1 or len(ts) < 2:
-        raise ValueError(f"{name} must be a 1-D grid with at least 2 points, got shape {tuple(ts.shape)}")
-    if not torch.isfinite(ts).all():
-        raise ValueError(f"{name} must hold finite numbers")
-    d = ts[1:] - ts[:-1]
-    if not ((d > 0).all() or (d < 0).all()):
-        raise ValueError(f"{name} must be strictly monotone (all increasing or all decreasing)")
-    return ts
+def _check_grid(ts):
+    try:
+        ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"ts must be a 1-D sequence of numbers, got {type(ts).__name__}") from None
+    d = ts[1:] - ts[:-1] if ts.ndim == 1 else ts
+    if ts.ndim != 1 or len(ts) < 2 or not torch.isfinite(ts).all() or not ((d > 0).all() or (d < 0).all()):
+        raise ValueError("ts must be a finite, strictly monotone 1-D grid of at least 2 points")
+    return ts.tolist()
 
 
 def lmm_solve(
@@ -257,253 +303,301 @@ def lmm_solve(
     order: int = 1,
     beta: float = 1.0,
     *,
-    start: Optional[Callable[[float], torch.Tensor]] = None,
-    return_trajectory: bool = False,
+    start: Callable[[float], torch.Tensor] | None = None,
+    trajectory: list | None = None,
 ) -> torch.Tensor:
     """Solve dx/dt = f(x, t) from x(ts[0]) = x0 on the grid ts with AB-k, AB-k + HB or GHVB r.
+
+    The steps delta_n = t_{n+1} - t_n may vary; the coefficients stay those of a uniform grid, as
+    in the official code. By default the method starts with lower orders like the official code.
 
     Args:
         f: the right-hand side, ``f(x, t) -> dx/dt`` with x of shape [...] and t a float.
         x0: the initial value, any shape [...].
-        ts: the grid t_0, ..., t_N, strictly increasing or strictly decreasing (N >= 1 steps;
-            delta_n = t_{n+1} - t_n may vary; the coefficients stay those of a uniform grid,
-            as in the official code).
+        ts: the grid t_0, ..., t_N [N + 1], strictly increasing or strictly decreasing, N >= 1.
         method: "ab" (4), "hb" (5) or "ghvb" (6).
         order: k or r, 1..4.
         beta: the damping in (0, 1]; must be 1 for "ab".
-        start: ``None`` (default) starts with lower orders like the official code. Or a callable
-            ``start(t) -> x(t)`` (e.g. the exact solution): the first K - 1 steps are then taken
-            from it, and the method runs in its equivalent x-only form (7), which shows the
-            method's true order of convergence. K = len(lmm_polynomials(...)[0]) - 1.
-        return_trajectory: return all states [N + 1, ...] instead of the last one [...].
+        start: ``None``, or ``start(t) -> x(t)`` (e.g. the exact solution): the first K - 1 steps
+            are then taken from it and the method runs in its x-only form (7), which shows its
+            true order of convergence (K = len(lmm_polynomials(...)[0]) - 1).
+        trajectory: a list (or ``collections.deque(maxlen=k)``, which keeps only the last k)
+            that receives the state x_{n+1} [...] after each step n = 0..N-1.
 
     Returns:
-        x(ts[-1]) with the shape of x0, or the trajectory [N + 1, *x0.shape].
+        x(ts[-1]), with the shape of x0.
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable as f(x, t), got {type(f).__name__}")
+    _check_callable("f", f)
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if start is not None and not callable(start):
-        raise TypeError(f"start must be None or a callable start(t) -> x(t), got {type(start).__name__}")
-    _check_method(method)
-    _check_order(order, method)
-    _check_beta(beta, method)
-    ts = _check_grid(ts).tolist()
+    if start is not None:
+        _check_callable("start", start)
+    _check_method(method, order, beta)
+    ts = _check_grid(ts)
+    record = trajectory.append if trajectory is not None else lambda x: None
 
-    xs = [x0]
     if start is None:
-        direction = _Direction(method, order, beta)
+        x, direction = x0, _Direction(method, order, beta)
         for n in range(len(ts) - 1):
-            ehat = direction(f(xs[-1], ts[n]))
-            xs.append(xs[-1] + (ts[n + 1] - ts[n]) * ehat)                 # x_{n+1} = x_n + delta ehat
-    else:
-        a, b = lmm_polynomials(method, order, beta)
-        K = len(a) - 1
-        for n in range(1, min(K, len(ts))):
-            xs.append(torch.as_tensor(start(ts[n]), dtype=x0.dtype, device=x0.device).reshape(x0.shape))
-        fs = [f(x, t) for x, t in zip(xs, ts)]
-        for n in range(K - 1, len(ts) - 1):
-            delta = ts[n + 1] - ts[n]
-            # (7): x_{n+1} = -sum_{j>=1} a_j x_{n+1-j} + delta sum_{j>=1} b_j f_{n+1-j}
-            x = -sum(a[j] * xs[n + 1 - j] for j in range(1, K + 1)) \
-                + delta * sum(b[j] * fs[n + 1 - j] for j in range(1, K + 1))
-            xs.append(x)
-            if n + 1 < len(ts) - 1:
-                fs.append(f(x, ts[n + 1]))
-    return torch.stack(xs) if return_trajectory else xs[-1]
+            x = x + (ts[n + 1] - ts[n]) * direction(f(x, ts[n]))            # x_{n+1} = x_n + delta ehat
+            record(x)
+        return x
+    a, b = lmm_polynomials(method, order, beta)
+    K = len(a) - 1
+    xs = [x0]
+    for n in range(1, min(K, len(ts))):
+        xs.append(torch.as_tensor(start(ts[n]), dtype=x0.dtype, device=x0.device).reshape(x0.shape))
+        record(xs[-1])
+    fs = [f(x, t) for x, t in zip(xs, ts)]
+    for n in range(K - 1, len(ts) - 1):
+        # (7): x_{n+1} = -sum_{j>=1} a_j x_{n+1-j} + delta sum_{j>=1} b_j f_{n+1-j}
+        xs.append(-sum(a[j] * xs[n + 1 - j] for j in range(1, K + 1))
+                  + (ts[n + 1] - ts[n]) * sum(b[j] * fs[n + 1 - j] for j in range(1, K + 1)))
+        record(xs[-1])
+        if n + 1 < len(ts) - 1:
+            fs.append(f(xs[-1], ts[n + 1]))
+    return xs[-1]
 
 
 # ----------------------------------------------------------------------------------------------
-# Names
+# The schedule and the time grids (10)
 # ----------------------------------------------------------------------------------------------
 
-def momentum_number(m: Union[float, str]) -> tuple[int, float]:
-    """The paper's momentum number -> (order, beta).
+def linear_beta_schedule(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Tensor:
+    """DDPM's linear schedule: beta_t for t = 1..T, evenly from beta_1 to beta_T.
 
-    ``m`` is a number (3.8 -> (4, 0.8); 4 -> (4, 1.0); 0.8 -> (1, 0.8)) or a name:
-    "GHVB 3.8" -> (4, 0.8), "PLMS4 + HB 0.8" or "PLMS4 w/ HB 0.8" -> (4, 0.8), "PLMS2" -> (2, 1.0),
-    "DDIM" -> (1, 1.0), "HB 0.8" -> (1, 0.8). A fractional m has order floor(m) + 1 and beta its
-    fractional part; an integer m has order m and beta 1 (the official code's ``update_order``).
+    Args:
+        T: the number of steps, >= 2.
+        beta_1, beta_T: the first and last beta, 0 < beta_1 <= beta_T < 1.
+
+    Returns:
+        betas, float64 [T] (betas[t - 1] = beta_t).
     """
-    if isinstance(m, str):
-        return sampler_spec(m)[1:]
-    if isinstance(m, bool) or not isinstance(m, numbers.Real):
-        raise TypeError(f"m must be a number or a sampler name, got {type(m).__name__}")
-    if not 0 < m <= 4 or not math.isfinite(m):
-        raise ValueError(f"m must be in (0, 4], got {m}")
-    frac = round(m % 1.0, 10)
-    if frac in (0.0, 1.0):
-        return int(round(m)), 1.0
-    return int(math.floor(m)) + 1, frac
+    _check_int("T", T, 2, 10**7)
+    _check_real("beta_1", beta_1, 0.0, 1.0)
+    _check_real("beta_T", beta_T, 0.0, 1.0)
+    if not beta_1 <= beta_T < 1:
+        raise ValueError(f"need beta_1 <= beta_T < 1, got beta_1={beta_1}, beta_T={beta_T}")
+    return torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
 
 
-def sampler_spec(name: str) -> tuple[str, int, float]:
-    """A sampler's name as the paper writes it -> (method, order, beta) for :func:`sample`.
+def uniform_timesteps(num_steps: int, T: int = 1000) -> list[int]:
+    """The naive grid: ``num_steps`` DDPM steps evenly from T down to 1 (the model then sees t = 1).
 
-    "DDIM" -> ("ab", 1, 1.0); "PLMS4" -> ("ab", 4, 1.0); "PLMS4 + HB 0.8" / "PLMS4 w/ HB 0.8" ->
-    ("hb", 4, 0.8); "HB 0.8" -> ("hb", 1, 0.8); "GHVB 3.8" -> ("ghvb", 4, 0.8);
-    "DPM-Solver++" -> ("dpm++", 2, 1.0); "DPM-Solver++ w/ HB 0.8" -> ("dpm++", 2, 0.8).
+    Returns:
+        a list [num_steps] of strictly decreasing ints in 1..T.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    s = name.strip().upper().replace(" ", "")
-    hb = re.search(r"(?:\+|W/|WITH)?HB(\d*\.?\d+)$", s)
-    beta = float(hb.group(1)) if hb else 1.0
-    base = s[: hb.start()] if hb else s
-    if hb and not 0 < beta <= 1:
-        raise ValueError(f"name {name!r}: the HB damping must be in (0, 1], got {beta}")
-    if base.startswith("DPM"):
-        return "dpm++", 2, beta
-    if base in ("DDIM", "EULER", ""):
-        return ("hb" if hb else "ab"), 1, beta
-    plms = re.fullmatch(r"(?:PLMS|AB)([1-4])", base)
-    if plms:
-        return ("hb" if hb else "ab"), int(plms.group(1)), beta
-    ghvb = re.fullmatch(r"GHVB(\d*\.?\d+)", base)
-    if ghvb and not hb:
-        order, beta = momentum_number(float(ghvb.group(1)))
-        return ("ghvb" if beta < 1 else "ab"), order, beta
-    raise ValueError(f"name must look like 'DDIM', 'PLMS4', 'PLMS4 + HB 0.8', 'GHVB 3.8' or "
-                     f"'DPM-Solver++ w/ HB 0.8', got {name!r}")
+    _check_int("T", T, 2, 10**7)
+    _check_int("num_steps", num_steps, 1, T)
+    return torch.linspace(T, 1, num_steps, dtype=torch.float64).round().long().tolist()
+
+
+def official_timesteps(betas: torch.Tensor, num_steps: int, solver: str) -> list[int]:
+    """The grid (10) that the official code of ``solver`` samples on.
+
+    Args:
+        betas: the schedule [T].
+        num_steps: N, the number of steps (and of model evaluations), 1..T // 2.
+        solver: "ddim" (DDIM, PLMS, HB and GHVB: DDIM's leading spacing, offset 1) or
+            "dpm-solver" (DPM-Solver++ with or without HB: uniform in lambda from t = T to t = 1).
+
+    Returns:
+        a list [N] of strictly decreasing DDPM steps in 1..T.
+    """
+    _check_betas(betas)
+    T = len(betas)
+    _check_int("num_steps", num_steps, 1, T // 2)
+    if solver == "ddim":
+        return [k * (T // num_steps) + 2 for k in range(num_steps - 1, -1, -1)]      # (10)
+    if solver != "dpm-solver":
+        raise ValueError(f"solver must be 'ddim' or 'dpm-solver', got {solver!r}")
+    abar = torch.cumprod(1 - betas.double().cpu(), 0)
+    lam = (0.5 * torch.log(abar / (1 - abar))).numpy()                # lambda_t for t = 1..T, decreasing
+    targets = np.linspace(lam[-1], lam[0], num_steps + 1)[:-1]        # (10): uniform in lambda
+    steps = np.interp(targets, lam[::-1], np.arange(T, 0, -1)).round().astype(int)
+    for i in range(1, num_steps):                                     # keep them distinct after rounding
+        steps[i] = min(steps[i], steps[i - 1] - 1)
+    return steps.tolist()
 
 
 # ----------------------------------------------------------------------------------------------
 # Diffusion sampling on the ODE (2)
 # ----------------------------------------------------------------------------------------------
 
-def linear_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """abar_t of DDPM's linear schedule, [T] float64."""
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 2:
-        raise ValueError(f"T must be an int >= 2, got {T!r}")
-    return torch.cumprod(1 - torch.linspace(beta_start, beta_end, T, dtype=torch.float64), 0)
+def _check_sampling(eps_model, x_T, betas, timesteps, guidance, cond):
+    """The checks shared by the samplers; returns abar at the timesteps and at the end (1.0)."""
+    _check_callable("eps_model", eps_model)
+    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.ndim < 1 or len(x_T) == 0:
+        raise TypeError("x_T must be a floating-point torch.Tensor of shape [B, ...] with B >= 1")
+    _check_betas(betas)
+    steps = _check_timesteps(timesteps, len(betas))
+    _check_real("guidance", guidance, -math.inf, math.inf)
+    if not 0 <= guidance < math.inf:
+        raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+    if guidance != 1.0 and cond is None:
+        raise ValueError(f"cond must be given when guidance != 1 (got guidance={guidance}): "
+                         "classifier-free guidance mixes conditional and unconditional predictions")
+    abar = torch.cumprod(1 - betas.double().cpu(), 0)
+    return steps, [abar[t - 1].item() for t in steps] + [1.0]         # the last step ends at abar = 1
 
 
-def uniform_timesteps(num_steps: int, T: int = 1000) -> torch.Tensor:
-    """``num_steps`` evenly spaced timesteps from T - 1 down to 0, [num_steps] long.
-
-    With :func:`sample`, the model is evaluated at each of them and the last step goes on to
-    sigma = 0, so there are ``num_steps`` steps and as many model evaluations.
-    """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or not 1 <= num_steps <= T:
-        raise ValueError(f"num_steps must be an int in 1..T={T}, got {num_steps!r}")
-    if num_steps == 1:
-        return torch.tensor([T - 1])
-    return torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long()
-
-
-def _guided_eps(eps_model, x, t, guidance, cond):
-    """(3): classifier-free guidance; one model call when guidance == 1 (or no condition)."""
+def _guided_eps(eps_model, x, t, T, guidance, cond):
+    """(3) at DDPM step t; the model sees t / T as a float [B]. One call when guidance == 1."""
+    t_in = torch.full((x.shape[0],), t / T, dtype=x.dtype, device=x.device)
     if guidance == 1.0:
-        return _checked(eps_model(x, t, cond), x)
-    eps_uncond = _checked(eps_model(x, t, None), x)
-    eps_cond = _checked(eps_model(x, t, cond), x)
-    return eps_uncond + guidance * (eps_cond - eps_uncond)
+        return _checked(eps_model(x, t_in, cond), x)
+    eps_uncond = _checked(eps_model(x, t_in, None), x)
+    return eps_uncond + guidance * (_checked(eps_model(x, t_in, cond), x) - eps_uncond)
 
 
-def _checked(eps, x):
-    """The model's output, if it has x_t's shape (a wrong shape would broadcast silently)."""
-    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
-        shape = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
-        raise ValueError(f"eps_model returned shape {shape}, expected {tuple(x.shape)} (the shape of x_t)")
-    return eps
-
-
-def sample(
+def lmm_sample(
     eps_model: Callable,
     x_T: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
+    betas: torch.Tensor,
     timesteps: Sequence[int],
-    method: str,
+    method: str = "ab",
     order: int = 1,
     beta: float = 1.0,
     *,
     guidance: float = 1.0,
     cond=None,
-    return_trajectory: bool = False,
+    trajectory: list | None = None,
 ) -> torch.Tensor:
-    """Deterministic diffusion sampling on the ODE (2) with DDIM, PLMS-k, HB, GHVB or DPM-Solver++(2M).
+    """Sample the ODE (2) with DDIM, PLMS-k, PLMS-k + HB or GHVB r: x_T -> x_0.
 
     Args:
-        eps_model: ``eps_model(x_t, t, cond) -> eps`` with x_t [B, ...], t a long tensor [B] of
-            timesteps (indices into ``alphas_cumprod``) and cond the condition or ``None``
-            (unconditional / null class). Returns eps [B, ...].
+        eps_model: ``eps_model(x_t, t, cond) -> eps`` [B, ...], t a float tensor [B] of t / T.
         x_T: the starting noise at timesteps[0], [B, ...] (usually standard normal).
-        alphas_cumprod: abar_t, [T], decreasing, in (0, 1).
-        timesteps: strictly decreasing ints in 0..T-1 (e.g. :func:`uniform_timesteps`); the model
-            is evaluated at each and the last step goes to sigma = 0: len(timesteps) steps.
-        method, order, beta: "ab" with order k (order 1 is DDIM, k > 1 is PLMS-k), "hb" (PLMS-k
-            with Heavy Ball beta), "ghvb" (GHVB order r, beta), or "dpm++" (DPM-Solver++(2M) for
-            order 2, its first-order form (= DDIM) for order 1; beta < 1 adds HB). See
-            :func:`sampler_spec` for the paper's names.
+        betas: the schedule [T] (:func:`linear_beta_schedule`).
+        timesteps: strictly decreasing DDPM steps in 1..T, e.g. ``official_timesteps(betas, N, "ddim")``.
+        method: "ab" (4; order 1 is DDIM, order k > 1 PLMS-k), "hb" (5) or "ghvb" (6).
+        order: k or r, 1..4.
+        beta: the damping in (0, 1]; must be 1 for "ab".
         guidance: the classifier-free guidance scale s of (3); s != 1 needs ``cond``.
         cond: the condition passed to eps_model (e.g. class labels [B]), or None.
-        return_trajectory: return the states x at every grid point, [len(timesteps) + 1, B, ...].
+        trajectory: a list (or ``collections.deque(maxlen=k)``, which keeps only the last k)
+            that receives the state x [B, ...] after each step.
 
     Returns:
-        The sample x_0 [B, ...] (or the trajectory), in x_T's dtype.
+        The sample x_0 [B, ...], in x_T's dtype.
     """
-    if not callable(eps_model):
-        raise TypeError(f"eps_model must be callable as eps_model(x_t, t, cond), got {type(eps_model).__name__}")
-    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.ndim < 1:
-        raise TypeError("x_T must be a floating-point torch.Tensor of shape [B, ...]")
-    if not isinstance(alphas_cumprod, torch.Tensor) or alphas_cumprod.ndim != 1:
-        raise TypeError("alphas_cumprod must be a 1-D torch.Tensor [T]")
-    if not ((alphas_cumprod > 0) & (alphas_cumprod < 1)).all():
-        raise ValueError("alphas_cumprod must lie in (0, 1)")
-    _check_method(method, SAMPLE_METHODS)
-    _check_order(order, method)
-    _check_beta(beta, method)
-    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not guidance >= 0:
-        raise ValueError(f"guidance must be a real number >= 0, got {guidance!r}")
-    if guidance != 1.0 and cond is None:
-        raise ValueError(f"cond must be given when guidance != 1 (got guidance={guidance}): "
-                         "classifier-free guidance mixes conditional and unconditional predictions")
-    steps = torch.as_tensor(timesteps)
-    if steps.ndim != 1 or len(steps) < 1 or steps.is_floating_point():
-        raise ValueError("timesteps must be a non-empty 1-D sequence of ints")
-    if len(steps) > 1 and not (steps[1:] < steps[:-1]).all():
-        raise ValueError("timesteps must be strictly decreasing")
-    if steps.min() < 0 or steps.max() >= len(alphas_cumprod):
-        raise ValueError(f"timesteps must lie in 0..{len(alphas_cumprod) - 1}")
+    steps, abar = _check_sampling(eps_model, x_T, betas, timesteps, guidance, cond)
+    _check_method(method, order, beta)
+    sigma = [math.sqrt((1 - a) / a) for a in abar]                          # (2)
+    direction = _Direction(method, order, beta)
+    xbar = x_T / math.sqrt(abar[0])
+    for n, t in enumerate(steps):
+        eps = _guided_eps(eps_model, xbar * math.sqrt(abar[n]), t, len(betas), guidance, cond)   # epsbar_n
+        xbar = xbar + (sigma[n + 1] - sigma[n]) * direction(eps)           # xbar_{n+1} = xbar_n + delta ehat
+        if trajectory is not None:
+            trajectory.append(xbar * math.sqrt(abar[n + 1]))
+    return xbar * math.sqrt(abar[-1])
 
-    abar = alphas_cumprod.double().cpu()[steps].tolist() + [1.0]     # the last step ends at abar = 1
-    B = x_T.shape[0]
-    t_batch = [torch.full((B,), int(t), dtype=torch.long, device=x_T.device) for t in steps]
-    x = x_T
-    xs = [x]
 
+def dpm_solver_pp_sample(
+    eps_model: Callable,
+    x_T: torch.Tensor,
+    betas: torch.Tensor,
+    timesteps: Sequence[int],
+    beta: float = 1.0,
+    *,
+    guidance: float = 1.0,
+    cond=None,
+    trajectory: list | None = None,
+) -> torch.Tensor:
+    """Sample with DPM-Solver++(2M) (9), with Heavy Ball momentum when beta < 1: x_T -> x_0.
+
+    Args:
+        eps_model, x_T, betas, guidance, cond, trajectory: as in :func:`lmm_sample`.
+        timesteps: strictly decreasing DDPM steps in 1..T, e.g. ``official_timesteps(betas, N, "dpm-solver")``.
+        beta: the HB damping in (0, 1]; 1 is plain DPM-Solver++(2M).
+
+    Returns:
+        The sample x_0 [B, ...], in x_T's dtype.
+    """
+    steps, abar = _check_sampling(eps_model, x_T, betas, timesteps, guidance, cond)
+    _check_real("beta", beta, 0.0, 1.0)
+    alpha, sig = [math.sqrt(a) for a in abar], [math.sqrt(1 - a) for a in abar]
+    lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sig)]
+    x, m_prev, h_prev, v = x_T, None, None, None
+    for n, t in enumerate(steps):
+        m = (x - sig[n] * _guided_eps(eps_model, x, t, len(betas), guidance, cond)) / alpha[n]   # x0-prediction
+        if sig[n + 1] == 0.0:                                               # the last step: x_0 = m_0
+            x = m
+        else:
+            h = lam[n + 1] - lam[n]
+            D = m
+            if m_prev is not None:                                          # second order
+                D = m + (m - m_prev) * (h / (2 * h_prev))                   # (9), 1 / (2 r_0) = h / (2 h_0)
+                v = D if v is None else (1 - beta) * v + beta * D           # (9), HB
+                D = v
+            x = (sig[n + 1] / sig[n]) * x - alpha[n + 1] * math.expm1(-h) * D   # (9)
+            m_prev, h_prev = m, h
+        if trajectory is not None:
+            trajectory.append(x)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's names
+# ----------------------------------------------------------------------------------------------
+
+# name -> (method, order, beta); "dpm++" is :func:`dpm_solver_pp_sample`, the rest :func:`lmm_sample`.
+PAPER_NAMES = {
+    "DDIM": ("ab", 1, 1.0),
+    "PLMS2": ("ab", 2, 1.0),
+    "PLMS4": ("ab", 4, 1.0),
+    "PLMS4 + HB 0.9": ("hb", 4, 0.9),
+    "PLMS4 + HB 0.8": ("hb", 4, 0.8),
+    "GHVB 1.5": ("ghvb", 2, 0.5),
+    "GHVB 3.8": ("ghvb", 4, 0.8),
+    "GHVB 3.2": ("ghvb", 4, 0.2),
+    "DPM-Solver++": ("dpm++", 2, 1.0),
+    "DPM-Solver++ w/ HB 0.8": ("dpm++", 2, 0.8),
+}
+
+
+def momentum_number(m: float) -> tuple[int, float]:
+    """The paper's momentum number m -> (order, beta), as the official code's ``update_order``.
+
+    A fractional m has order floor(m) + 1 and beta its fractional part (3.8 -> (4, 0.8),
+    0.8 -> (1, 0.8)); an integer m has order m and beta 1 (4 -> (4, 1.0)).
+    """
+    _check_real("m", m, 0.0, 4.0)
+    frac = round(m % 1.0, 10)
+    return (int(round(m)), 1.0) if frac in (0.0, 1.0) else (int(math.floor(m)) + 1, frac)
+
+
+def sample_by_name(
+    name: str,
+    eps_model: Callable,
+    x_T: torch.Tensor,
+    betas: torch.Tensor,
+    num_steps: int,
+    *,
+    guidance: float = 1.0,
+    cond=None,
+    trajectory: list | None = None,
+) -> torch.Tensor:
+    """Sample with one of :data:`PAPER_NAMES`, on the grid its official code uses (10).
+
+    Args:
+        name: a key of :data:`PAPER_NAMES`, e.g. "PLMS4 + HB 0.8".
+        num_steps: N, the number of steps.
+        eps_model, x_T, betas, guidance, cond, trajectory: as in :func:`lmm_sample`.
+
+    Returns:
+        The sample x_0 [B, ...].
+    """
+    if name not in PAPER_NAMES:
+        raise ValueError(f"name must be one of {list(PAPER_NAMES)}, got {name!r}")
+    method, order, beta = PAPER_NAMES[name]
+    kwargs = dict(guidance=guidance, cond=cond, trajectory=trajectory)
     if method == "dpm++":
-        alpha = [math.sqrt(a) for a in abar]
-        sig = [math.sqrt(1 - a) for a in abar]
-        lam = [math.log(al / s) if s > 0 else math.inf for al, s in zip(alpha, sig)]
-        m_prev, h_prev, v = None, None, None
-        for n in range(len(steps)):
-            eps = _guided_eps(eps_model, x, t_batch[n], guidance, cond)
-            m = (x - sig[n] * eps) / alpha[n]                               # x0-prediction
-            if sig[n + 1] == 0.0:                                           # last step: x_0 = m_0
-                x = m
-            else:
-                h = lam[n + 1] - lam[n]
-                if order == 2 and m_prev is not None:
-                    D = m + (m - m_prev) * (h / (2 * h_prev))               # (9), 1/(2 r_0) = h / (2 h_0)
-                    v = D if v is None else (1 - beta) * v + beta * D       # (9), HB
-                    D = v
-                else:
-                    D = m                                                   # first order
-                x = (sig[n + 1] / sig[n]) * x - alpha[n + 1] * math.expm1(-h) * D   # (9)
-                m_prev, h_prev = m, h
-            xs.append(x)
-    else:
-        sigma = [math.sqrt((1 - a) / a) for a in abar]                      # (2)
-        direction = _Direction(method, order, beta)
-        xbar = x / math.sqrt(abar[0])
-        for n in range(len(steps)):
-            eps = _guided_eps(eps_model, x, t_batch[n], guidance, cond)     # epsbar_n
-            xbar = xbar + (sigma[n + 1] - sigma[n]) * direction(eps)       # xbar_{n+1} = xbar_n + delta ehat
-            x = xbar * math.sqrt(abar[n + 1])
-            xs.append(x)
-    return torch.stack(xs) if return_trajectory else x
+        steps = official_timesteps(betas, num_steps, "dpm-solver")
+        return dpm_solver_pp_sample(eps_model, x_T, betas, steps, beta, **kwargs)
+    return lmm_sample(eps_model, x_T, betas, official_timesteps(betas, num_steps, "ddim"), method, order, beta,
+                      **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,49 +689,38 @@ def real_stability_interval(method: str, order: int, beta: float = 1.0, *, tol: 
 # ----------------------------------------------------------------------------------------------
 
 def _demo():
-    torch.set_default_dtype(torch.float64)
-    print("Left ends of the stable interval on the negative real axis (z = delta lambda):")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    started = time.time()
+    print("Left end of the stable interval on the negative real axis (z = delta lambda):")
+    print(f"  {'k':>2} {'AB-k':>8} {'AB-k + HB 0.8':>14} {'GHVB (k-1).8':>13}")
     for k in (1, 2, 3, 4):
-        ab = real_stability_interval("ab", k)
-        hb = real_stability_interval("hb", k, 0.8)
-        gh = real_stability_interval("ghvb", k, 0.8)
-        print(f"  AB{k}: {ab:8.4f}   AB{k} + HB 0.8: {hb:8.4f} (x{hb / ab:.3f})   GHVB {k - 1}.8: {gh:8.4f}")
+        ends = [real_stability_interval(m, k, b) for m, b in (("ab", 1.0), ("hb", 0.8), ("ghvb", 0.8))]
+        print(f"  {k:>2} {ends[0]:8.4f} {ends[1]:14.4f} {ends[2]:13.4f}")
 
-    print("\nThe paper's App. C problem x' = [[0, 1], [-9, -10]] x, x(0) = (-1, 0), 26 steps on [0, 3]:")
-    M = torch.tensor([[0.0, 1.0], [-9.0, -10.0]])
-    f = lambda x, t: M @ x
-    ts = torch.linspace(0, 3, 27)
-    exact = torch.tensor([1.0, -9.0]) / 8 * math.exp(-27) + torch.tensor([-1.0, 1.0]) * 9 / 8 * math.exp(-3)
-    print(f"  exact       x(3) = ({exact[0]:+.4f}, {exact[1]:+.4f})")
-    for label, (method, order, beta) in {"Euler": ("ab", 1, 1.0), "AB2": ("ab", 2, 1.0),
-                                         "AB2 + HB 0.8": ("hb", 2, 0.8), "GHVB 1.8": ("ghvb", 2, 0.8)}.items():
-        x = lmm_solve(f, torch.tensor([-1.0, 0.0]), ts, method, order, beta)
-        print(f"  {label:<11} x(3) = ({x[0]:+.4f}, {x[1]:+.4f})")
-
-    print("\nGuided sampling of a 2-D Gaussian mixture with its exact score, guidance 8, 8 steps:")
-    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
-    std, labels = 0.1, torch.tensor([0, 1, 0, 1])
+    # Guided sampling of four narrow modes in two classes with the exact eps (3), 8 steps.
+    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, -2.0]], dtype=torch.float64)
+    std, labels, betas = 0.1, torch.tensor([0, 1, 0, 1]), linear_beta_schedule()
+    abar = torch.cumprod(1 - betas, 0)
 
     def eps_model(x, t, y):                                       # exact eps of the (class) mixture
-        a, s2 = alphas_cumprod[t].sqrt()[:, None], 1 - alphas_cumprod[t][:, None]
-        var = a**2 * std**2 + s2
-        logits = -((x[:, None, :] - a[:, None] * means) ** 2).sum(-1) / (2 * var)
+        a2 = abar[(t * len(betas)).round().long() - 1][:, None]
+        var = a2 * std**2 + 1 - a2
+        logits = -((x[:, None, :] - a2.sqrt()[:, None] * means) ** 2).sum(-1) / (2 * var)
         if y is not None:
             logits = logits.masked_fill(labels[None, :] != y[:, None], -math.inf)
-        r = logits.softmax(-1)                                    # [B, K] responsibilities
-        score = (r[:, :, None] * (a[:, None] * means - x[:, None, :])).sum(1) / var
-        return -s2.sqrt() * score                                 # eps = -sqrt(1 - abar) score
+        score = (logits.softmax(-1)[:, :, None] * (a2.sqrt()[:, None] * means - x[:, None, :])).sum(1) / var
+        return -(1 - a2).sqrt() * score                           # eps = -sqrt(1 - abar) score
 
-    alphas_cumprod = linear_alphas_cumprod()
-    g = torch.Generator().manual_seed(0)
-    x_T = torch.randn(2000, 2, generator=g)
-    y = torch.randint(0, 2, (2000,), generator=g)
+    x_T = torch.randn(2000, 2, dtype=torch.float64)
+    y = torch.randint(0, 2, (2000,))
+    print("\nGuidance 8, 8 steps on each solver's official grid (exact eps of a 2-D mixture):")
+    print(f"  {'sampler':<24} {'max |x_0|':>10} {'off-mode share':>15}")
     for name in ("DDIM", "PLMS4", "PLMS4 + HB 0.8", "GHVB 3.8", "DPM-Solver++", "DPM-Solver++ w/ HB 0.8"):
-        method, order, beta = sampler_spec(name)
-        x0 = sample(eps_model, x_T, alphas_cumprod, uniform_timesteps(8), method, order, beta,
-                    guidance=8.0, cond=y)
-        dist = torch.cdist(x0, means).min(1).values
-        print(f"  {name:<24} max |x| = {x0.abs().max():10.3g}   off-mode (> 5 std) = {(dist > 5 * std).float().mean():.3f}")
+        x0 = sample_by_name(name, eps_model, x_T, betas, 8, guidance=8.0, cond=y)
+        off = (torch.cdist(x0, means).min(1).values > 5 * std).double().mean()
+        print(f"  {name:<24} {x0.abs().max():10.3g} {off:15.3f}")
+    print(f"\n(ran in {time.time() - started:.1f} s)")
 
 
 if __name__ == "__main__":
