@@ -24,6 +24,14 @@ crash mid-write leaves the previous checkpoint intact), and read with ``weights_
 ``resume=True`` (the default) an existing checkpoint is continued; a finished one is returned at
 once, which is how :func:`train_recipe` caches whole runs by recipe.
 
+A checkpoint only ever continues or returns *the same run*. Each one stores a fingerprint: the
+recipe, a sha256 of the training tensors' bytes (:func:`data_fingerprint`), the loss's identity
+(:func:`loss_identity`: its qualified name, source and the plain values it reads, or a ``loss_id``
+the caller gives) and the settings that change the result (batch size, learning rate, warm-up,
+weight decay, clipping, EMA decay, seed, augmentation). Resuming or returning a checkpoint whose
+fingerprint differs is refused with :class:`CheckpointError`, which names the parts that differ.
+How a run is computed (device, precision, compile, number of processes) is not part of it.
+
 Several GPUs: launch the same script with ``torchrun --nproc_per_node=K script.py``; the trainer
 sees the environment, joins the process group (NCCL on CUDA, gloo on CPU), wraps the model in
 DistributedDataParallel and splits each global batch of ``batch_size`` into K slices. Rank 0 alone
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -185,6 +194,106 @@ def _check_data(data) -> tuple[torch.Tensor, ...]:
     return tensors
 
 
+# -------------------------------------------------------------------------------------- fingerprints
+def data_fingerprint(data: torch.Tensor | Sequence[torch.Tensor]) -> str:
+    """sha256 (64 hex digits) of the training tensors: their dtypes, shapes and bytes, in order."""
+    digest = hashlib.sha256()
+    for t in _check_data(data):
+        digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        flat = t.detach().reshape(-1).cpu().contiguous()
+        digest.update(memoryview(flat.view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def _plain_value(value, depth: int = 0) -> str | None:
+    """A stable text for a value a loss may read (number, string, tensor, array, tuple); None for others.
+
+    Lists and dicts are left out: a loss that appends to a list (a call counter) stays the same loss.
+    """
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if isinstance(value, torch.Tensor):
+        return f"tensor:{data_fingerprint(value.reshape(1, -1) if value.ndim == 0 else value)}"
+    if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
+        return f"array:{value.dtype}{getattr(value, 'shape', ())}:{hashlib.sha256(value.tobytes()).hexdigest()}"
+    if isinstance(value, tuple) and depth < 2:
+        items = [_plain_value(v, depth + 1) for v in value]
+        return None if None in items else f"tuple({','.join(items)})"
+    return None
+
+
+def loss_identity(loss_fn: Callable) -> str:
+    """What identifies a loss for the run cache: its module, qualified name and source, and the values it reads.
+
+    The values are those of the closure cells and of the global names the function's code reads,
+    when they are plain (numbers, strings, tensors, arrays, tuples of these): a schedule tensor in a
+    notebook's globals is part of the loss. Functions it calls enter by name only, not by source; a
+    ``functools.partial`` enters with its arguments. When that is not enough (the loss depends on
+    other state), give ``train``/``train_recipe`` a ``loss_id`` string instead.
+    """
+    if isinstance(loss_fn, functools.partial):
+        args = _plain_value(tuple(loss_fn.args)) or repr(loss_fn.args)
+        keywords = _plain_value(tuple(sorted(loss_fn.keywords.items()))) or repr(sorted(loss_fn.keywords))
+        return f"partial({loss_identity(loss_fn.func)}, {args}, {keywords})"
+    function = getattr(loss_fn, "__func__", loss_fn)  # a bound method's function
+    target = function if inspect.isfunction(function) else type(loss_fn)
+    parts = [f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"]
+    try:
+        parts.append(inspect.getsource(target))
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        if code is not None:  # no source file (exec'd code): the byte code and its constants
+            parts.append(hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest())
+    if inspect.isfunction(function):
+        cells = zip(function.__code__.co_freevars, function.__closure__ or ())
+        values = [(name, cell.cell_contents) for name, cell in cells if _has_contents(cell)]
+        values += [(name, function.__globals__[name]) for name in function.__code__.co_names
+                   if name in function.__globals__]
+    else:
+        values = sorted(vars(loss_fn).items()) if hasattr(loss_fn, "__dict__") else []
+    for name, value in values:
+        text = _plain_value(value)
+        if text is not None:
+            parts.append(f"{name}={text}")
+    return "\n".join(parts)
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def _fingerprint(recipe: dict | None, data_hash: str, loss_text: str, hparams: dict) -> dict:
+    """The fingerprint stored in a checkpoint: everything that makes two runs the same run."""
+    first_line = loss_text.split("\n", 1)[0]
+    return {"recipe": recipe, "data": data_hash, "loss": hashlib.sha256(loss_text.encode()).hexdigest(),
+            "loss_name": first_line, "hparams": hparams}
+
+
+def check_fingerprint(state: dict, expected: dict, path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint ``state`` holds the run ``expected`` describes."""
+    found = state.get("fingerprint")
+    if not isinstance(found, dict):
+        raise CheckpointError(f"{path} carries no fingerprint (written by an older trainer), so it cannot be "
+                              "shown to be this run; delete it (or pass retrain=True / resume=False) to train afresh")
+    differ = []
+    for key, what in (("recipe", "the recipe"), ("data", "the training data (sha256 of the tensors)"),
+                      ("loss", "the loss function")):
+        if found.get(key) != expected[key]:
+            shown = (f" ({found.get('loss_name')!r} vs {expected['loss_name']!r})" if key == "loss" else
+                     f" ({str(found.get(key))[:16]}... vs {str(expected[key])[:16]}...)" if key == "data" else "")
+            differ.append(what + shown)
+    old, new = found.get("hparams") or {}, expected["hparams"]
+    differ += [f"{k} ({old.get(k)!r} in the checkpoint, {new.get(k)!r} now)" for k in new if old.get(k) != new.get(k)]
+    if differ:
+        raise CheckpointError(f"{path} holds another run: it differs in {'; '.join(differ)}. Refusing to resume or "
+                              "return it; delete it, use another checkpoint path, or pass retrain=True "
+                              "(train_recipe) / resume=False (train) to overwrite it")
+
+
 # ------------------------------------------------------------------------------------------- train
 def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
           loss_fn: Callable[[nn.Module, tuple, torch.Generator], torch.Tensor], *, steps: int, batch_size: int,
@@ -192,7 +301,7 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
           ema_decay: float = 0.999, seed: int = 0, checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 500, resume: bool = True, device: str | torch.device | None = None,
           amp: str = "auto", compile: bool = False, augment: str | None = None, progress: bool = True,
-          recipe: dict | None = None, log_every: int = 25) -> TrainResult:
+          recipe: dict | None = None, log_every: int = 25, loss_id: str | None = None) -> TrainResult:
     """Train ``model`` for ``steps`` steps of ``loss_fn`` on batches of ``data``; see the module docstring.
 
     ``data``: a tensor or tuple of tensors [N, ...] (images uint8 [N, 3, 32, 32], labels [N], tokens
@@ -200,7 +309,11 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     ``loss_fn(model, batch, generator) -> scalar``; ``generator`` lives on the training device.
     ``batch_size`` is global (split over ranks). ``amp``: "auto" (bf16 on CUDA), "bf16" or "fp32".
     ``augment``: None or "hflip" (random horizontal flips of the first tensor; not for Simple Shapes,
-    whose thirds are typed). ``recipe`` is stored in the checkpoint for reference.
+    whose thirds are typed). ``recipe`` is stored in the checkpoint and is part of its fingerprint.
+    ``loss_id``: a string that identifies the loss in the fingerprint instead of :func:`loss_identity`.
+
+    Resuming a checkpoint written by another run (other recipe, data, loss or hyper-parameters;
+    ``steps`` may grow) raises :class:`CheckpointError` before any training: nothing is overwritten.
     """
     tensors = _check_data(data)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
@@ -209,6 +322,8 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable as loss_fn(model, batch, generator)")
+    if loss_id is not None and not isinstance(loss_id, str):
+        raise TypeError(f"loss_id must be a string or None, got {type(loss_id).__name__}")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not isinstance(warmup, int) or warmup < 0:
@@ -238,8 +353,15 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
                                   **({"fused": True} if cuda else {}))
     step, losses = 0, []
     path = pathlib.Path(checkpoint) if checkpoint is not None else None
+    fingerprint = None
+    if path is not None:
+        hparams = dict(batch_size=batch_size, lr=float(lr), warmup=warmup, weight_decay=float(weight_decay),
+                       grad_clip=None if grad_clip is None else float(grad_clip), ema_decay=float(ema_decay),
+                       seed=seed, augment=augment)
+        fingerprint = _fingerprint(recipe, data_fingerprint(tensors), loss_id or loss_identity(loss_fn), hparams)
     if path is not None and resume and path.exists():
         state = load_checkpoint(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
+        check_fingerprint(state, fingerprint, path)
         if state["step"] > steps:
             raise CheckpointError(f"{path} is at step {state['step']}, beyond the {steps} steps asked for")
         try:
@@ -267,7 +389,7 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     def state_dict() -> dict:
         return {"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(), "losses": list(losses), "rng": _rng_state(),
-                "recipe": recipe, "world_size": world, "batch_size": batch_size}
+                "recipe": recipe, "world_size": world, "batch_size": batch_size, "fingerprint": fingerprint}
 
     def one_step(fn, batch, generator):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -342,27 +464,34 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
 
 
 # ------------------------------------------------------------------------------------------ recipes
-def recipe_key(recipe: dict, loss_fn: Callable | None = None) -> str:
-    """A 12-hex-digit key of a recipe (and of the loss function's source, when it can be read)."""
+def recipe_key(recipe: dict, loss_fn: Callable | None = None, *, data_hash: str | None = None,
+               loss_id: str | None = None) -> str:
+    """A 12-hex-digit key of a recipe, the loss (:func:`loss_identity` or ``loss_id``) and the data's sha256."""
     try:
         text = json.dumps(recipe, sort_keys=True)
     except TypeError as error:
         raise TypeError(f"recipe must hold only JSON types (dict, list, str, number, bool, None): {error}") from error
-    if loss_fn is not None:
-        try:
-            text += inspect.getsource(loss_fn)
-        except (OSError, TypeError):
-            text += getattr(loss_fn, "__qualname__", repr(type(loss_fn)))
+    if loss_id is not None:
+        text += "\nloss:" + loss_id
+    elif loss_fn is not None:
+        text += "\nloss:" + loss_identity(loss_fn)
+    if data_hash is not None:
+        text += "\ndata:" + data_hash
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_path(recipe: dict, loss_fn: Callable | None = None, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """Where :func:`train_recipe` keeps the run of ``recipe``: ``<cache>/runs/<lesson>-<mode>-<key>.pt``."""
+def run_path(recipe: dict, loss_fn: Callable | None = None, cache_dir: str | os.PathLike | None = None, *,
+             data: Sequence[torch.Tensor] | None = None, loss_id: str | None = None) -> pathlib.Path:
+    """Where :func:`train_recipe` keeps the run of ``recipe``: ``<cache>/runs/<lesson>-<mode>-<key>.pt``.
+
+    The key covers the recipe, the loss and, when ``data`` is given, the data's sha256.
+    """
     from .cifar10 import data_dir
 
     folder = pathlib.Path(cache_dir) if cache_dir is not None else data_dir() / "runs"
-    name = f"{recipe.get('lesson', 'run')}-{recipe.get('mode', 'custom')}-{recipe_key(recipe, loss_fn)}.pt"
-    return folder / name
+    data_hash = data_fingerprint(data) if data is not None else None
+    key = recipe_key(recipe, loss_fn, data_hash=data_hash, loss_id=loss_id)
+    return folder / f"{recipe.get('lesson', 'run')}-{recipe.get('mode', 'custom')}-{key}.pt"
 
 
 def load_run(path: str | os.PathLike, model: nn.Module) -> TrainResult:
@@ -389,37 +518,37 @@ def _initial_model(recipe: dict) -> nn.Module:
 
 def train_recipe(recipe: dict, loss_fn: Callable, *, cache_dir: str | os.PathLike | None = None,
                  retrain: bool = False, device: str | torch.device | None = None, compile: bool | None = None,
-                 progress: bool = True, data: Sequence[torch.Tensor] | None = None) -> TrainResult:
-    """Train the model a recipe describes with ``loss_fn``, or load it if this recipe already ran.
+                 progress: bool = True, data: Sequence[torch.Tensor] | None = None,
+                 loss_id: str | None = None) -> TrainResult:
+    """Train the model a recipe describes with ``loss_fn``, or load it if this very run already ran.
 
-    The run lives at :func:`run_path` (keyed by the recipe and the loss's source); an interrupted
-    run resumes from its last checkpoint, a finished one loads without touching the data.
+    The run lives at :func:`run_path`, keyed by the recipe, the loss (:func:`loss_identity`, or
+    ``loss_id`` when given) and the sha256 of the training tensors: other data or another loss is
+    another run, trained afresh. The checkpoint stores the full fingerprint, checked on load: a file
+    at the key that holds another run (copied there, or of another hyper-parameter set) is refused
+    with :class:`CheckpointError`, never returned; ``retrain=True`` deletes it and trains anew. An
+    interrupted run resumes from its last checkpoint, a finished one loads without training.
     ``compile`` defaults to the recipe's ``train.compile`` on CUDA and to False on the CPU.
-    ``data`` replaces the recipe's dataset (e.g. tensors the notebook already holds).
+    ``data`` replaces the recipe's dataset (e.g. tensors the notebook already holds); without it the
+    recipe's dataset is loaded (also for a cached run: its bytes are part of the key).
     Moves the returned models to ``device`` (default: CUDA when present).
     """
     from .recipes import check_recipe
 
     check_recipe(recipe)
-    path = run_path(recipe, loss_fn, cache_dir)
-    cfg = recipe["train"]
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if retrain and path.exists():
-        path.unlink()
-    if path.exists():
-        state = load_checkpoint(path)
-        if state["step"] >= cfg["steps"]:
-            result = load_run(path, _initial_model(recipe))
-            result.model.to(device)
-            result.ema.to(device)
-            return result
     if data is None:
         from .data import load_dataset
 
         data = load_dataset(recipe["data"])
+    data = _check_data(data)
+    path = run_path(recipe, loss_fn, cache_dir, data=data, loss_id=loss_id)
+    cfg = recipe["train"]
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if retrain and path.exists():
+        path.unlink()
     compile = bool(cfg.get("compile", False)) and device.type == "cuda" if compile is None else compile
     train_args = {k: cfg[k] for k in ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
                                       "checkpoint_every", "augment") if k in cfg}
     return train(_initial_model(recipe), data, loss_fn, steps=cfg["steps"], batch_size=cfg["batch_size"],
                  checkpoint=path, resume=True, device=device, compile=compile, progress=progress, recipe=recipe,
-                 **train_args)
+                 loss_id=loss_id, **train_args)

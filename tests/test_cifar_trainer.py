@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from cifar import trainer as trainer_module
-from cifar.data import to_model_space
+from cifar.data import load_dataset, to_model_space
 from cifar.recipes import LESSONS, build_model, check_recipe, get_recipe
 from cifar.shapes import make_shapes
 from cifar.trainer import CheckpointError, load_checkpoint, save_checkpoint, train, train_recipe
@@ -199,3 +199,68 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert torch.allclose(ranks[0][k], single[k], atol=1e-6, rtol=1e-5), f"DDP differs from one process on {k}"
         moved |= not torch.equal(single[k], _net(dropout=0.0).state_dict()[k])
     assert moved
+
+
+# ------------------------------------------------------------------------------- the run's fingerprint
+def _small_recipe():
+    recipe = get_recipe("03-momentum", "quick")
+    recipe["data"]["n"] = 16
+    recipe["train"].update(steps=2, batch_size=4)
+    recipe["model"]["channels"] = 8
+    return recipe
+
+
+def test_cache_never_serves_a_run_on_other_data(tmp_path):
+    recipe = _small_recipe()
+    shapes = train_recipe(recipe, noisy_loss, cache_dir=tmp_path, progress=False)
+    images, labels = load_dataset(recipe["data"])
+    black = (torch.zeros_like(images), labels)
+    on_black = train_recipe(recipe, noisy_loss, cache_dir=tmp_path, progress=False, data=black)
+    assert not on_black.from_cache and on_black.path != shapes.path  # other data, another run
+    again = train_recipe(recipe, noisy_loss, cache_dir=tmp_path, progress=False, data=black)
+    assert again.from_cache and again.path == on_black.path
+
+
+def test_cache_refuses_a_run_of_another_recipe_copied_under_the_key(tmp_path):
+    recipe, other = _small_recipe(), _small_recipe()
+    other["train"]["lr"] = 1e-4
+    first = train_recipe(recipe, noisy_loss, cache_dir=tmp_path, progress=False)
+    second = train_recipe(other, noisy_loss, cache_dir=tmp_path, progress=False)
+    first.path.write_bytes(second.path.read_bytes())  # someone copies the other run under this key
+    with pytest.raises(CheckpointError, match="holds another run.*recipe"):
+        train_recipe(recipe, noisy_loss, cache_dir=tmp_path, progress=False)
+    redone = train_recipe(recipe, noisy_loss, cache_dir=tmp_path, progress=False, retrain=True)
+    assert not redone.from_cache
+    assert all(torch.equal(p, q) for p, q in zip(redone.ema.parameters(), first.ema.parameters()))
+
+
+def test_resume_refuses_other_batch_size_data_or_loss(tmp_path):
+    path, data = tmp_path / "run.pt", _data()
+    args = {**ARGS, "batch_size": 8}
+    train(_net(), data, noisy_loss, steps=2, checkpoint=path, **args)
+    good = path.read_bytes()
+    with pytest.raises(CheckpointError, match="batch_size"):
+        train(_net(), data, noisy_loss, steps=4, checkpoint=path, **{**args, "batch_size": 4})
+    with pytest.raises(CheckpointError, match="training data"):
+        train(_net(), (torch.zeros_like(data[0]), data[1]), noisy_loss, steps=4, checkpoint=path, **args)
+    with pytest.raises(CheckpointError, match="loss"):
+        train(_net(), data, deterministic_loss, steps=4, checkpoint=path, **args)
+    assert path.read_bytes() == good  # nothing was overwritten
+    assert train(_net(), data, noisy_loss, steps=4, checkpoint=path, **args).step == 4  # the same run goes on
+
+
+def _scaled_loss(scale):
+    def loss(model, batch, generator):
+        return scale * noisy_loss(model, batch, generator)
+    return loss
+
+
+def test_loss_identity_sees_closure_values_and_an_explicit_id(tmp_path):
+    recipe = _small_recipe()
+    one = train_recipe(recipe, _scaled_loss(1.0), cache_dir=tmp_path, progress=False)
+    two = train_recipe(recipe, _scaled_loss(2.0), cache_dir=tmp_path, progress=False)  # same source, other value
+    assert not two.from_cache and two.path != one.path
+    assert train_recipe(recipe, _scaled_loss(1.0), cache_dir=tmp_path, progress=False).from_cache
+    named = train_recipe(recipe, _scaled_loss(3.0), cache_dir=tmp_path, progress=False, loss_id="ddpm-eps-v1")
+    assert train_recipe(recipe, _scaled_loss(4.0), cache_dir=tmp_path, progress=False, loss_id="ddpm-eps-v1").from_cache
+    assert named.path not in (one.path, two.path)
