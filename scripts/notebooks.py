@@ -196,6 +196,9 @@ def run(path: pathlib.Path, run_mode: str, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     _stamp(nb, path, execution_commit())
     os.environ["DFM_MODE"] = run_mode
+    # The kernel imports this checkout's packages (what the pin refers to), whatever is installed;
+    # the kernel's working folder is the notebook's, so a relative PYTHONPATH would not reach here.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -49,15 +49,19 @@ def repo(tmp_path, monkeypatch):
     """A one-commit repository with this project's pyproject.toml, a package file and a tiny notebook."""
     shutil.copy(notebooks.ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "minimal").mkdir()
+    (tmp_path / "minimal" / "__init__.py").write_text("")
     (tmp_path / "minimal" / "a.py").write_text("A = 1\n")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Tiny"), nbformat.v4.new_code_cell("print(6 * 7)")])
+    # The kernel must import the checkout's package (here the temporary one), not the installed one.
+    cell = nbformat.v4.new_code_cell("import minimal.a\nprint(6 * 7 * minimal.a.A)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Tiny"), cell])
     (tmp_path / "lessons").mkdir()
     nbformat.write(nb, tmp_path / "lessons" / "tiny.ipynb")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "one")
     monkeypatch.setattr(notebooks, "ROOT", tmp_path)
-    monkeypatch.setenv("DFM_MODE", "quick")  # run() sets it; restored after the test
+    monkeypatch.setenv("DFM_MODE", "quick")  # run() sets these two; restored after the test
+    monkeypatch.setenv("PYTHONPATH", ".")
     return tmp_path
 
 
@@ -70,6 +74,7 @@ def test_setup_cell_pins_only_full_commits():
 
 
 def test_run_pins_the_install_cell_to_the_executed_commit_and_stamp_keeps_it(repo, capsys):
+    """`run` pins the install to HEAD, executes the checkout's code, and `check` accepts the result."""
     path = repo / "lessons" / "tiny.ipynb"
     head = _git(repo, "rev-parse", "HEAD")
     notebooks.run(path, "quick", timeout=600)  # one trivial cell; 600 s: far above a loaded machine's kernel start
