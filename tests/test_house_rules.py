@@ -37,3 +37,16 @@ def test_arrows_point_one_way(package):
     for path in (ROOT / package).rglob("*.py"):
         bad = [n for n in imports(path) if n.split(".")[0] in FORBIDDEN[package]]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}, against the arrows in the design"
+
+
+def test_the_harness_lives_in_course_only():
+    """The notebook harness moved from toy2d/ to course/: no file, notebook or page names the old home."""
+    old = ("toy2d.notebook", "toy2d.exercises", "toy2d/notebook.py", "toy2d/exercises.py",
+           "from toy2d import notebook", "from toy2d import exercises")
+    assert not (ROOT / "toy2d" / "notebook.py").exists() and not (ROOT / "toy2d" / "exercises.py").exists()
+    paths = [p for pattern in ("*.py", "*.ipynb", "*.md", "*.toml", "*.yml", "*.html", "Makefile")
+             for p in ROOT.rglob(pattern)
+             if not {".venv", ".git", "site", "build", ".ipynb_checkpoints"} & set(p.relative_to(ROOT).parts)
+             and ".egg-info" not in str(p) and p != pathlib.Path(__file__)]
+    bad = [str(p.relative_to(ROOT)) for p in paths if any(s in p.read_text(errors="replace") for s in old)]
+    assert not bad, f"these still name toy2d's old harness: {bad}"
