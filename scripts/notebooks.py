@@ -24,6 +24,7 @@ import argparse
 import os
 import pathlib
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -171,6 +172,35 @@ def problems(path: pathlib.Path) -> list[str]:
     return out
 
 
+# The cell shape of a lesson notebook (CONTRIBUTING.md, "A notebook"): short cells, each showing something.
+MAX_CELL_LINES = 30
+MAX_MEDIAN_LINES = 10
+# An exercise's stub and solution cells are shown by the check cell that follows them.
+SHOWN_BY_NEXT = {"exercise", "solution"}
+
+
+def shape_problems(path: pathlib.Path) -> list[str]:
+    """Where a notebook's code cells break the cell shape (an empty list when they keep it).
+
+    Counted: every code cell but the generated Colab set-up cell; a cell's length is its number of
+    lines, blank lines inside it included. No cell over MAX_CELL_LINES, a median of at most
+    MAX_MEDIAN_LINES, and every code cell followed by an output or by a markdown cell (prose).
+    """
+    nb = nbformat.read(path, as_version=4)
+    cells = nb.cells
+    code = [i for i, c in enumerate(cells) if c.cell_type == "code" and SETUP_TAG not in c.metadata.get("tags", [])]
+    lines = {i: len(cells[i].source.strip().splitlines()) for i in code}
+    out = [f"code cell {i} has {n} lines (at most {MAX_CELL_LINES}: move a long helper into a lab or minimal/)"
+           for i, n in lines.items() if n > MAX_CELL_LINES]
+    if lines and statistics.median(lines.values()) > MAX_MEDIAN_LINES:
+        out.append(f"the median code cell has {statistics.median(lines.values()):g} lines (at most {MAX_MEDIAN_LINES})")
+    for i in code:
+        shown = cells[i].get("outputs") or SHOWN_BY_NEXT & set(cells[i].metadata.get("tags", []))
+        if not shown and not (i + 1 < len(cells) and cells[i + 1].cell_type == "markdown"):
+            out.append(f"code cell {i} has no output and no prose after it")
+    return out
+
+
 def _commit_exists(commit: str) -> bool:
     """False only when git can tell that ``commit`` is not in this repository (a shallow clone can't)."""
     try:
@@ -227,7 +257,7 @@ def main(argv=None) -> int:
         for path in _targets(args.notebooks):
             print(("stamped   " if stamp(path) else "unchanged ") + str(path))
     elif args.command == "check":
-        bad = {str(p): problems(p) for p in _targets(args.notebooks)}
+        bad = {str(p): problems(p) + shape_problems(p) for p in _targets(args.notebooks)}
         for path, found in bad.items():
             for problem in found:
                 print(f"{path}: {problem}")

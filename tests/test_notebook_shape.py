@@ -21,6 +21,31 @@ def test_notebook_shape(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(notebooks.ROOT)))
+def test_notebook_cells_are_short_and_each_shows_something(path):
+    """No code cell over 30 lines, a median of at most 10, every code cell followed by output or prose."""
+    assert notebooks.shape_problems(path) == []
+
+
+def test_the_cell_shape_rule_catches_long_cells_high_medians_and_silent_cells(tmp_path):
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    shown = {"outputs": [nbformat.v4.new_output("stream", text="ok\n")]}
+    setup = code("\n" * 50 + "x = 1", metadata={"tags": [notebooks.SETUP_TAG]})  # not counted
+    good = [md("# T"), setup, code("a = 1\nb = 2"), md("prose"), code("\n".join(["c = 3"] * 30), **shown),
+            code("d = 4", metadata={"tags": ["exercise"]}), code("e = 5", **shown)]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=good), path)
+    assert notebooks.shape_problems(path) == []
+    long_cell = code("\n".join(["c = 3"] * 31), **shown)
+    bad = [md("# T"), code("a = 1"), long_cell, *[code("\n".join(["z = 0"] * 11), **shown) for _ in range(3)]]
+    nbformat.write(nbformat.v4.new_notebook(cells=bad), path)
+    found = notebooks.shape_problems(path)
+    assert any("cell 2 has 31 lines" in p for p in found)
+    assert any("median code cell has 11 lines" in p for p in found)
+    assert any("cell 1 has no output and no prose" in p for p in found)
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(notebooks.ROOT)))
 def test_notebook_starts_the_harness(path):
     cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     first = cells[1].source  # cells[0] is the Colab set-up cell
