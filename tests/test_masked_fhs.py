@@ -10,8 +10,10 @@ import math
 import pytest
 import torch
 
-from minimal.masked_fhs import (fhs_sample, fp32_unmask_probability, masked_diffusion_loss, mdlm_sample,
-                                sample_categorical)
+import collections
+
+from minimal.masked_fhs import (fhs_sample, first_hitting_times, fp32_unmask_probability, masked_diffusion_loss,
+                                mdlm_sample, mdlm_truncated_law, sample_categorical)
 
 DELTA32 = 2.0 ** -24
 
@@ -44,29 +46,77 @@ def total_variation(tokens):
 
 def test_fhs_and_many_step_mdlm_sample_the_exact_distribution():
     n = 3000
-    tok_fhs, times, nfe_fhs = fhs_sample(chain_denoiser, (n, L_CHAIN), MASK, generator=torch.Generator().manual_seed(1))
-    tok_mdlm, nfe_mdlm = mdlm_sample(chain_denoiser, (n, L_CHAIN), MASK, 100, generator=torch.Generator().manual_seed(2))
-    tok_one, _ = mdlm_sample(chain_denoiser, (n, L_CHAIN), MASK, 1, generator=torch.Generator().manual_seed(3))
+    traj_fhs, traj_mdlm = [], []
+    tok_fhs = fhs_sample(chain_denoiser, (n, L_CHAIN), MASK, generator=torch.Generator().manual_seed(1),
+                         trajectory=traj_fhs)
+    tok_mdlm = mdlm_sample(chain_denoiser, (n, L_CHAIN), MASK, 100, generator=torch.Generator().manual_seed(2),
+                           trajectory=traj_mdlm)
+    tok_one = mdlm_sample(chain_denoiser, (n, L_CHAIN), MASK, 1, generator=torch.Generator().manual_seed(3))
     tv_fhs, tv_mdlm, tv_one = total_variation(tok_fhs), total_variation(tok_mdlm), total_variation(tok_one)
     # With 81 sequences and 3000 samples the sampling noise alone gives TV ~ 0.03.
     assert tv_fhs < 0.06 and tv_mdlm < 0.06, (tv_fhs, tv_mdlm)
     # One MDLM step draws all positions independently: the factorisation error is large.
     assert tv_one > 0.4, tv_one
-    assert nfe_fhs == L_CHAIN and 1 <= nfe_mdlm <= 100  # a batch calls whenever any row changed
-    # eq. 3: event times decrease; the first is the largest of L uniforms, mean L/(L+1).
+    assert len(traj_fhs) == L_CHAIN and 1 <= len(traj_mdlm) <= 100  # a batch calls whenever any row changed
+
+
+def test_first_hitting_times_are_the_order_statistics_of_uniforms():
+    """(3): the k-th event is the (L - k + 1)-th smallest of L uniforms, mean (L - k + 1)/(L + 1)."""
+    n = 20000
+    times = first_hitting_times((n, L_CHAIN), generator=torch.Generator().manual_seed(4))
+    assert times.shape == (n, L_CHAIN) and times.dtype == torch.float64
     assert (times[:, 1:] < times[:, :-1]).all() and (times > 0).all() and (times < 1).all()
-    assert abs(times[:, 0].mean().item() - L_CHAIN / (L_CHAIN + 1)) < 4 * 0.16 / math.sqrt(n)
+    uniforms = torch.rand(n, L_CHAIN, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    order = uniforms.sort(dim=1, descending=True).values
+    for k in range(L_CHAIN):
+        mean = (L_CHAIN - k) / (L_CHAIN + 1)
+        sd = math.sqrt(mean * (1 - mean) / (L_CHAIN + 2))  # Beta(L - k, k + 1)
+        assert abs(times[:, k].mean().item() - mean) < 4.5 * sd / math.sqrt(n), k
+        assert abs(order[:, k].mean().item() - mean) < 4.5 * sd / math.sqrt(n), k  # the check itself is sound
 
 
-def test_mdlm_caching_skips_network_calls():
+def test_mdlm_caching_skips_network_calls_and_records_each_call():
     calls = []
 
     def counted(x):
         calls.append(1)
         return chain_denoiser(x)
 
-    _, nfe = mdlm_sample(counted, (1, L_CHAIN), MASK, 500, generator=torch.Generator().manual_seed(0))
-    assert nfe == len(calls) <= L_CHAIN  # 500 steps, but a call only after a change
+    trajectory = []
+    tokens = mdlm_sample(counted, (1, L_CHAIN), MASK, 500, generator=torch.Generator().manual_seed(0),
+                         trajectory=trajectory)
+    assert len(trajectory) == len(calls) <= L_CHAIN  # 500 steps, but a call only after a change
+    assert torch.equal(trajectory[-1], tokens) and isinstance(tokens, torch.Tensor)
+    masks = [int((x == MASK).sum()) for x in trajectory]
+    assert all(a > b for a, b in zip(masks, masks[1:])), masks  # every record unmasked something
+
+
+def test_samplers_return_the_tokens_and_record_through_trajectory():
+    calls = []
+
+    def counted(x):
+        calls.append(1)
+        return chain_denoiser(x)
+
+    last = collections.deque(maxlen=2)
+    tokens = fhs_sample(counted, (5, L_CHAIN), MASK, generator=torch.Generator().manual_seed(0), trajectory=last)
+    assert isinstance(tokens, torch.Tensor) and tokens.shape == (5, L_CHAIN) and tokens.dtype == torch.int64
+    assert len(calls) == L_CHAIN and len(last) == 2 and torch.equal(last[-1], tokens)
+    assert int((last[0] == MASK).sum()) == 5  # one position per sequence still masked before the last call
+    again = fhs_sample(chain_denoiser, (5, L_CHAIN), MASK, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, tokens)  # recording changes nothing
+    with pytest.raises(TypeError, match="trajectory"):
+        fhs_sample(chain_denoiser, (5, L_CHAIN), MASK, trajectory=3)
+
+
+@pytest.mark.parametrize("bad", [lambda x: chain_denoiser(x)[:1],  # batch 1 of 2
+                                 lambda x: chain_denoiser(x)[:, :1],  # one position: would broadcast over L
+                                 lambda x: chain_denoiser(x)[:, :, None]])
+def test_a_network_output_of_the_wrong_shape_is_an_error(bad):
+    for run in (lambda: mdlm_sample(bad, (2, L_CHAIN), MASK, 10), lambda: fhs_sample(bad, (2, L_CHAIN), MASK),
+                lambda: masked_diffusion_loss(bad, torch.zeros(2, L_CHAIN, dtype=torch.long), MASK)):
+        with pytest.raises(ValueError, match=r"returned shape .*expected \(2, 4, V\)"):
+            run()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,6 +212,18 @@ def test_race_gives_the_same_draws_for_p_and_a_power_of_two_times_p(dtype):
                                                 generator=torch.Generator().manual_seed(2)))
 
 
+def test_float16_races_cool_mdlm_as_the_closed_form_predicts():
+    """The same mechanism with no monkeypatch: float16 uniforms sit on a 2^-11 grid just below 1."""
+    K, N = 64, 200
+    mu = torch.full((K + 1,), 0.5 / K, dtype=torch.float64)
+    mu[0] = 0.5
+    tokens = mdlm_sample(lambda x: mu.expand(x.shape[0], x.shape[1], K + 1), (250, 8), K + 1, N,
+                         dtype=torch.float16, generator=torch.Generator().manual_seed(0))
+    predicted = 1 - mdlm_truncated_law(mu, N, delta=2.0 ** -11)[0].item()
+    assert predicted < 0.25 and abs(mdlm_truncated_law(mu, N)[0].item() - 0.5) < 1e-3
+    assert abs((tokens > 0).double().mean().item() - predicted) < 4 * math.sqrt(0.25 / tokens.numel())
+
+
 def test_float32_uniforms_sit_on_the_2_to_minus_24_grid():
     """The premise of the bug: u <= 1 - 2^-24, so E >= 2^-24 and the Gumbel noise -log E <= ~16.6."""
     u = torch.rand(10 ** 6, generator=torch.Generator().manual_seed(0)).double()
@@ -224,13 +286,14 @@ def test_truncated_grid_cools_mdlm_as_predicted(monkeypatch):
 
     shape = (250, 4)
     monkeypatch.setattr(torch, "rand", _coarse_rand(bits))
-    tok32, _ = mdlm_sample(oracle, shape, K + 1, N, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
-    tok64, _ = mdlm_sample(oracle, shape, K + 1, N, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    tok_fhs, _, _ = fhs_sample(oracle, shape, K + 1, generator=torch.Generator().manual_seed(0))
+    tok32 = mdlm_sample(oracle, shape, K + 1, N, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    tok64 = mdlm_sample(oracle, shape, K + 1, N, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tok_fhs = fhs_sample(oracle, shape, K + 1, generator=torch.Generator().manual_seed(0))
     monkeypatch.undo()
     rare32, rare64, rare_fhs = [(t > 0).double().mean().item() for t in (tok32, tok64, tok_fhs)]
-    predicted = _predicted_tail(mu, N, 2.0 ** -bits)
-    predicted = 1 - predicted[0].item() / predicted.sum().item()
+    law = _predicted_tail(mu, N, 2.0 ** -bits)
+    assert torch.allclose(mdlm_truncated_law(mu, N, delta=2.0 ** -bits), law / law.sum(), rtol=1e-12, atol=0)
+    predicted = 1 - law[0].item() / law.sum().item()
     se = math.sqrt(0.25 / tok32.numel())
     assert predicted < 0.3
     assert abs(rare32 - predicted) < 4 * se, (rare32, predicted)
