@@ -329,3 +329,30 @@ def test_a_potential_that_returns_no_tensor_is_refused():
     sde = OU()
     with pytest.raises(ValueError, match="phi_fn"):
         pf_ode_sample(score_from_potential(lambda x, t: 0.0), sde, torch.zeros(4, 2), torch.linspace(10.0, 0.0, 5))
+
+
+def test_samplers_return_the_sample_and_record_the_steps_through_trajectory():
+    import collections
+    sde, score = VP(), gaussian_score(VP(), torch.tensor([1.0, -0.5], dtype=DT), 0.4)
+    x_T = sde.prior_sample((16, 2), generator=torch.Generator().manual_seed(0), dtype=DT)
+    ts = time_grid(sde, nfe=20, refine_last=2, refine_factor=3)
+    steps = ts.numel() - 1
+    for sample in (lambda **kw: pf_ode_sample(score, sde, x_T, ts, **kw),
+                   lambda **kw: reverse_sde_sample(score, sde, x_T, ts, generator=torch.Generator().manual_seed(1), **kw)):
+        plain, trajectory, last = sample(), [], collections.deque(maxlen=3)
+        out = sample(trajectory=trajectory)
+        assert isinstance(out, torch.Tensor) and torch.equal(out, plain)
+        assert len(trajectory) == steps and torch.equal(trajectory[-1], out)
+        assert all(x.shape == x_T.shape for x in trajectory)
+        sample(trajectory=last)
+        assert len(last) == 3 and torch.equal(last[0], trajectory[-3])
+
+
+def test_a_non_tensor_is_a_type_error_and_a_wrong_shape_names_both_shapes():
+    sde, ts = OU(), torch.linspace(10.0, 0.0, 5)
+    with pytest.raises(TypeError, match="x_T must be a torch.Tensor"):
+        pf_ode_sample(lambda x, t: -x, sde, [[0.0, 0.0]], ts)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        log_fp_residual(mixture_log_p(sde), sde, [[0.0, 0.0]], 1.0)
+    with pytest.raises(ValueError, match=r"score_fn returned shape \(1, 2\), expected \(4, 2\)"):
+        reverse_sde_sample(lambda x, t: x[:1], sde, torch.zeros(4, 2), ts)
