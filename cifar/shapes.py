@@ -95,7 +95,11 @@ def class_ids(present: torch.Tensor) -> torch.Tensor:
 def presence(ids: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`class_ids`: [n] int in 0..6 -> bool [n, 3]."""
     ids = torch.as_tensor(ids)
-    if ids.dtype.is_floating_point or ids.min() < 0 or ids.max() >= NUM_CLASSES:
+    if ids.ndim != 1:
+        raise ValueError(f"ids must have shape [n], got {tuple(ids.shape)}")
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise TypeError(f"ids must be integers in 0..{NUM_CLASSES - 1}, got dtype {ids.dtype}")
+    if len(ids) and (ids.min() < 0 or ids.max() >= NUM_CLASSES):
         raise ValueError(f"ids must be integers in 0..{NUM_CLASSES - 1}")
     return ((ids[:, None] + 1) >> torch.arange(3)) & 1 == 1
 

@@ -59,12 +59,14 @@ import hashlib
 import inspect
 import json
 import math
+import numbers
 import os
 import pathlib
 import random
 import tempfile
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -103,13 +105,16 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+
+    The file is torch's zip format with a CRC-32 over every member (:func:`load_checkpoint` checks them).
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            _save_with_crc(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
@@ -120,11 +125,41 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         raise
 
 
+def _save_with_crc(state: dict, f) -> None:
+    get = getattr(torch.serialization, "get_crc32_options", None)
+    if get is None or get():
+        torch.save(state, f)
+        return
+    torch.serialization.set_crc32_options(True)  # someone turned CRCs off globally: on for this write only
+    try:
+        torch.save(state, f)
+    finally:
+        torch.serialization.set_crc32_options(False)
+
+
+def _check_crcs(path: pathlib.Path) -> None:
+    """Raise :class:`CheckpointError` unless every member of the zip at ``path`` matches its CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member, compares its CRC-32 and its local header
+    except Exception as error:  # not a zip, truncated, inconsistent headers, ...
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+                              "delete it to start over") from error
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: member {bad!r} fails its CRC-32 check (a changed "
+                              "byte on disk); delete it to start over")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`train` (``weights_only=True``); :class:`CheckpointError` if unreadable."""
+    """Read a checkpoint written by :func:`train` (``weights_only=True``); :class:`CheckpointError` if unreadable.
+
+    Every byte of the payload is checked first against the CRC-32 the zip stores with it, so a file
+    with a flipped bit is refused instead of loading changed weights.
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    _check_crcs(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated zip, bad pickle, unsafe global, ...
@@ -324,12 +359,20 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
         raise TypeError("loss_fn must be callable as loss_fn(model, batch, generator)")
     if loss_id is not None and not isinstance(loss_id, str):
         raise TypeError(f"loss_id must be a string or None, got {type(loss_id).__name__}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(warmup, int) or warmup < 0:
+    for name, value, ok, expected in (("lr", lr, lambda v: v > 0, "a finite number > 0"),
+                                      ("weight_decay", weight_decay, lambda v: v >= 0, "a finite number >= 0"),
+                                      ("grad_clip", grad_clip, lambda v: v > 0, "None or a finite number > 0"),
+                                      ("ema_decay", ema_decay, lambda v: 0 <= v < 1, "a number in [0, 1)")):
+        if value is None and name == "grad_clip":
+            continue
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if amp not in ("auto", "bf16", "fp32"):
         raise ValueError(f"amp must be 'auto', 'bf16' or 'fp32', got {amp!r}")
     if augment not in (None, "hflip"):

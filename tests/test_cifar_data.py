@@ -205,6 +205,17 @@ def test_shapes_bad_input():
         class_ids(torch.zeros(1, 3, dtype=torch.bool))
 
 
+def test_empty_batches_give_empty_answers():
+    empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    assert presence(torch.zeros(0, dtype=torch.long)).shape == (0, 3)
+    assert class_ids(torch.zeros(0, 3, dtype=torch.bool)).shape == (0,)
+    c = count_shapes(empty)
+    assert c.counts.shape == (0, 3, 3) and c.in_support.shape == (0,) and c.present.shape == (0, 3)
+    assert to_uint8(to_model_space(empty)).shape == (0, 3, 32, 32)
+    with pytest.raises(TypeError, match="ids"):
+        presence(torch.zeros(2))
+
+
 # ----------------------------------------------------------------------------------- token views
 def test_token_views_round_trip():
     x, _ = make_shapes(20, seed=5)

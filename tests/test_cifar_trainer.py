@@ -174,6 +174,64 @@ def test_bad_arguments():
               progress=False)
 
 
+@pytest.mark.parametrize("bad, error", [
+    (dict(grad_clip=0.0), ValueError), (dict(grad_clip=-1.0), ValueError), (dict(grad_clip=float("nan")), ValueError),
+    (dict(lr=float("inf")), ValueError), (dict(lr=float("nan")), ValueError), (dict(lr=0.0), ValueError),
+    (dict(lr="1e-3"), TypeError), (dict(lr=True), TypeError), (dict(weight_decay=float("inf")), ValueError),
+    (dict(ema_decay=float("nan")), ValueError), (dict(seed=-1), ValueError),
+])
+def test_bad_hyper_parameters_fail_before_any_work(bad, error, tmp_path):
+    calls = []
+
+    def loss(model, batch, generator):
+        calls.append(1)
+        return noisy_loss(model, batch, generator)
+
+    name = next(iter(bad))
+    with pytest.raises(error, match=name):
+        train(_net(), _data(), loss, steps=2, **{**ARGS, **bad}, checkpoint=tmp_path / "run.pt")
+    assert calls == [] and not (tmp_path / "run.pt").exists()
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b or (a != a and b != b)
+
+
+def test_a_flipped_bit_is_refused_or_harmless(tmp_path):
+    path = tmp_path / "run.pt"
+    train(make_unet("tiny", channels=4, num_classes=3), _data(4), noisy_loss,
+          steps=1, checkpoint=path, **{**ARGS, "batch_size": 2})
+    good = path.read_bytes()
+    original = load_checkpoint(path)
+    rng = torch.Generator().manual_seed(0)
+    positions = torch.randint(len(good) * 8, (200,), generator=rng).tolist()
+    loaded_changed = []
+    for bit in positions:
+        flipped = bytearray(good)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(flipped))
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if not _same(state, original):
+            loaded_changed.append(bit // 8)
+    assert loaded_changed == [], f"{len(loaded_changed)} flipped bits loaded as changed checkpoints"
+    path.write_bytes(good)
+    flipped = bytearray(good)
+    data_start = good.index(b"archive/data/0") + 200  # inside the first tensor's bytes
+    flipped[data_start] ^= 0x10
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="CRC|corrupt"):
+        load_checkpoint(path)
+
+
 # ------------------------------------------------------------------------------------ distributed
 def _ddp_worker(rank: int, world: int, folder: str) -> None:
     torch.set_num_threads(1)
