@@ -397,7 +397,7 @@ def official_timesteps(betas: torch.Tensor, num_steps: int, solver: str) -> list
 
     Args:
         betas: the schedule [T].
-        num_steps: N, the number of steps (and of model evaluations), 1..T // 2.
+        num_steps: N, the number of steps (and of model evaluations), 1..T - 1.
         solver: "ddim" (DDIM, PLMS, HB and GHVB: DDIM's leading spacing, offset 1) or
             "dpm-solver" (DPM-Solver++ with or without HB: uniform in lambda from t = T to t = 1).
 
@@ -406,7 +406,7 @@ def official_timesteps(betas: torch.Tensor, num_steps: int, solver: str) -> list
     """
     _check_betas(betas)
     T = len(betas)
-    _check_int("num_steps", num_steps, 1, T // 2)
+    _check_int("num_steps", num_steps, 1, T - 1)
     if solver == "ddim":
         return [k * (T // num_steps) + 2 for k in range(num_steps - 1, -1, -1)]      # (10)
     if solver != "dpm-solver":
@@ -415,9 +415,10 @@ def official_timesteps(betas: torch.Tensor, num_steps: int, solver: str) -> list
     lam = (0.5 * torch.log(abar / (1 - abar))).numpy()                # lambda_t for t = 1..T, decreasing
     targets = np.linspace(lam[-1], lam[0], num_steps + 1)[:-1]        # (10): uniform in lambda
     steps = np.interp(targets, lam[::-1], np.arange(T, 0, -1)).round().astype(int)
-    for i in range(1, num_steps):                                     # keep them distinct after rounding
+    steps = np.maximum(steps, np.arange(num_steps, 0, -1))             # keep them distinct after rounding
+    for i in range(1, num_steps):
         steps[i] = min(steps[i], steps[i - 1] - 1)
-    return steps.tolist()
+    return _check_timesteps(steps.tolist(), T)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -270,6 +270,10 @@ def test_the_official_grids():
     assert steps[0] == T and all(a > b for a, b in zip(steps, steps[1:]))
     assert torch.diff(lam).std() < 0.05 * torch.diff(lam).mean().abs()
     assert uniform_timesteps(4) == [1000, 667, 334, 1]
+    for N in (1, 2, 3, 7, 334, 501, 999):                 # every N up to T - 1 gives a valid grid
+        for solver in ("ddim", "dpm-solver"):
+            steps = official_timesteps(BETAS, N, solver)
+            assert len(steps) == N and steps[-1] >= 1 and steps[0] <= T
 
 
 def test_the_naive_grid_ruins_high_order_solvers_that_the_official_grid_serves():
@@ -369,7 +373,7 @@ def test_samplers_reject_bad_input_before_any_work(kwargs, exc, word):
     lambda: is_stable(-1.0, "ab", 5), lambda: real_stability_interval("hb", 2, 1.2),
     lambda: stability_boundary("ghvb", 0, 0.5), lambda: momentum_number(4.5),
     lambda: sample_by_name("RK45", _never, torch.zeros(2, 1), BETAS, 5),
-    lambda: official_timesteps(BETAS, 5, "heun"), lambda: official_timesteps(BETAS, 600, "ddim"),
+    lambda: official_timesteps(BETAS, 5, "heun"), lambda: official_timesteps(BETAS, 1000, "ddim"),
     lambda: linear_beta_schedule(1000, 0.02, 1e-4),
 ])
 def test_stability_grids_and_names_reject_bad_input(call):
