@@ -518,6 +518,22 @@ def _diagnose(name, xd, e):
         raise ValueError(f"{name} row {int((~alive).nonzero()[0, 0])} {_BAD_CODES[0]}")
 
 
+def _tempered(logw, temperature, e):
+    """exp((logw - m) / T) beside the untempered extra mass e [M] (or None), divided by the largest:
+    m, the row max of logw, is taken out *before* the division, so neither a large |logw| nor a small T
+    can overflow (a difference too large for float64 is decisive, and its -inf is right). The extra
+    class's log mass in the same frame is log e - m / T. Float64, [M, V(+1)]."""
+    top = logw.amax(dim=1, keepdim=True)
+    m = torch.where(torch.isfinite(top), top, 0.0)
+    logw = (logw - m) / temperature
+    if e is not None:
+        logw = torch.cat([logw, torch.log(e)[:, None] - m / temperature], dim=1)
+        top = logw.amax(dim=1, keepdim=True)
+        rel = torch.where(logw == top, 0.0, logw - top)  # a +inf leader (the extra class) at 0, not NaN
+        logw = torch.where(top > float("-inf"), rel, logw)
+    return torch.exp(logw)
+
+
 def _reference(name, x, temperature, generator, seed, extra, rows):
     """The float64 reference: temper, then minimal's exponential race (eq. 4). Input checks run only
     when the race rejects its input, to name the bad row without extra passes in the normal case."""
@@ -533,13 +549,9 @@ def _reference(name, x, temperature, generator, seed, extra, rows):
         return torch.empty(0, dtype=torch.int64, device=x.device)
     if name == "probs" and temperature == 1.0:  # the masses as they are
         w = xd if e is None else torch.cat([xd, e[:, None]], dim=1)
-    else:  # tempered masses, through logs: exp(log(mass) / T - row max), the leader at mass 1
+    else:  # tempered masses, through logs, the leader at mass 1
         with torch.no_grad():
-            logw = xd / temperature if name == "logits" else torch.log(xd) / temperature
-            if e is not None:
-                logw = torch.cat([logw, torch.log(e)[:, None]], dim=1)
-            top = logw.amax(dim=1, keepdim=True)
-            w = torch.exp(logw - torch.where(top > float("-inf"), top, 0.0))
+            w = _tempered(xd if name == "logits" else torch.log(xd), temperature, e)
     if seed is not None:
         generator = torch.Generator(device=x.device).manual_seed(seed)
     try:

@@ -171,3 +171,18 @@ def test_rows_without_mass_are_rejected(backend):
 def test_wrong_arguments_raise_before_any_work(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+SCALES = [  # masses near the dtype's limits, and logits whose scaled differences overflow float64
+    ("float64 probs 1e308", "probs", [1e308, 1e308], 1.0, [0.5, 0.5]),
+    ("float64 probs 1e-300", "probs", [1e-300, 3e-300], 1.0, [0.25, 0.75]),
+    ("float64 logits +-1.7e308 at T = 0.5", "logits", [1.7e308, -1.7e308, 1.7e308], 0.5, [0.5, 0.0, 0.5]),
+    ("float64 logits 1e300, 1e300, 0 at T = 1e-30", "logits", [1e300, 1e300, 0.0], 1e-30, [0.5, 0.5, 0.0]),
+]
+
+
+@pytest.mark.parametrize("what,kind,row,temperature,law", SCALES, ids=[c[0] for c in SCALES])
+def test_float64_reference_is_scale_invariant(what, kind, row, temperature, law):
+    x = torch.tensor(row, dtype=torch.float64).expand(N_DRAWS, -1)
+    idx = _draw("torch", **{kind: x}, temperature=temperature)
+    _assert_fits(idx, torch.tensor(law), f"torch: {what}")
