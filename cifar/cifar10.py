@@ -18,6 +18,7 @@ cannot run code.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import io
@@ -26,6 +27,7 @@ import pathlib
 import pickle
 import tarfile
 import tempfile
+import time
 import urllib.request
 
 import numpy as np
@@ -39,6 +41,15 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DATA_VARIABLE = "DFM_DATA"
+# A temporary file nobody holds a lock on is a leftover once it has not changed for this long (seconds).
+STALE_AFTER_S = 10.0
+# Where locks are unavailable, a temporary file is a leftover only after this long.
+STALE_AFTER_UNLOCKED_S = 6 * 3600.0
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 class DatasetError(RuntimeError):
@@ -49,6 +60,48 @@ def data_dir() -> pathlib.Path:
     """The cache folder: ``$DFM_DATA`` if set, else ``~/.cache/diffusion-failure-modes``."""
     value = os.environ.get(DATA_VARIABLE, "").strip()
     return pathlib.Path(value).expanduser() if value else pathlib.Path.home() / ".cache" / "diffusion-failure-modes"
+
+
+def lock_for_writing(fd: int) -> None:
+    """Hold an exclusive lock on a temporary file while it is written (released when the process dies)."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a file system without locks: the age rule alone protects the file
+            pass
+
+
+def remove_stale_partials(folder: str | os.PathLike, pattern: str) -> list[pathlib.Path]:
+    """Delete the leftovers of killed writes: files in ``folder`` matching ``pattern`` that no one writes.
+
+    Writers here (checkpoints, downloads) hold an exclusive ``flock`` on their temporary file until
+    it is renamed into place; the kernel drops the lock when the writer dies, even by ``kill -9``.
+    So a matching file is removed when its lock can be taken and it has not changed for
+    :data:`STALE_AFTER_S` seconds (which covers the instant between its creation and its lock);
+    where locks are unavailable, only after :data:`STALE_AFTER_UNLOCKED_S`. Never raises: a folder
+    that cannot be listed or a file that cannot be removed is left as it is. Returns the removed paths.
+    """
+    removed = []
+    for name in glob.glob(os.path.join(glob.escape(os.fspath(folder)), pattern)):
+        try:
+            with open(name, "rb") as f:
+                age = time.time() - os.fstat(f.fileno()).st_mtime
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        locked = True
+                    except BlockingIOError:
+                        continue  # a live writer holds it
+                    except OSError:
+                        locked = False
+                else:
+                    locked = False
+                if age >= (STALE_AFTER_S if locked else STALE_AFTER_UNLOCKED_S):
+                    os.unlink(name)
+                    removed.append(pathlib.Path(name))
+        except OSError:
+            continue
+    return removed
 
 
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -64,7 +117,9 @@ def download_cifar10(root: str | os.PathLike | None = None, *, url: str | None =
     """The path of the verified archive, downloading it first if it is not cached.
 
     The download goes to a temporary file beside the target and is renamed only after its MD5
-    matched, so an interrupted or corrupted download never leaves a file that looks valid. A cached
+    matched, so an interrupted or corrupted download never leaves a file that looks valid; the
+    ``*.part`` files of downloads that were killed are removed by the next call
+    (:func:`remove_stale_partials`). A cached
     archive whose checksum is wrong is deleted and reported (the next call downloads it again).
     ``url`` and ``md5`` default to the module constants (read at call time, so tests can patch them).
     """
@@ -84,7 +139,9 @@ def download_cifar10(root: str | os.PathLike | None = None, *, url: str | None =
                                "or truncated and has been deleted; call again to download it afresh")
         return path
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(folder, glob.escape(ARCHIVE_NAME) + ".*.part")
     fd, tmp_name = tempfile.mkstemp(prefix=ARCHIVE_NAME + ".", suffix=".part", dir=folder)
+    lock_for_writing(fd)
     try:
         digest = hashlib.md5()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:

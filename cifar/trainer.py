@@ -20,7 +20,9 @@ numbers whether the run was trained or loaded from the cache.
 
 Checkpoints hold model, EMA, optimizer, step, loss history and RNG state. They are written every
 ``checkpoint_every`` steps and at the end, to a temporary file then renamed over the old one (a
-crash mid-write leaves the previous checkpoint intact), and read with ``weights_only=True``. With
+crash mid-write leaves the previous checkpoint intact; the next run removes the temporary file a
+killed writer left), and read with ``weights_only=True`` after their CRC-32s are checked. The
+checkpoint folder is checked for writing before the first step, not at the first checkpoint. With
 ``resume=True`` (the default) an existing checkpoint is continued; a finished one is returned at
 once, which is how :func:`train_recipe` caches whole runs by recipe.
 
@@ -55,6 +57,7 @@ from __future__ import annotations
 import atexit
 import copy
 import functools
+import glob
 import hashlib
 import inspect
 import json
@@ -108,10 +111,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
 
     The file is torch's zip format with a CRC-32 over every member (:func:`load_checkpoint` checks them).
+    The temporary file is locked while written; the next run removes one a killed writer left.
     """
+    from .cifar10 import lock_for_writing
+
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    lock_for_writing(fd)  # a later run removes the file only once this process is gone
     try:
         with os.fdopen(fd, "wb") as f:
             _save_with_crc(state, f)
@@ -168,6 +175,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer (format {CHECKPOINT_FORMAT!r})")
     return state
+
+
+def _prepare_folder(path: pathlib.Path) -> None:
+    """Fail now if checkpoints cannot be written beside ``path``; remove its killed writes' temporary files."""
+    from .cifar10 import remove_stale_partials
+
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise OSError(f"the checkpoint folder {folder} is not writable ({type(error).__name__}: {error}); nothing "
+                      "was trained. Choose another checkpoint path or cache_dir (or set DFM_DATA)") from error
+    remove_stale_partials(folder, glob.escape(path.name) + ".*.tmp")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -382,6 +405,8 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     if batch_size % world:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
     local = batch_size // world
+    if checkpoint is not None and rank == 0:
+        _prepare_folder(pathlib.Path(checkpoint))
     use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     cuda = device.type == "cuda"
 

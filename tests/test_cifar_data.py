@@ -4,6 +4,7 @@ import io
 import os
 import pickle
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -102,6 +103,19 @@ def test_cifar10_truncated_download_and_corrupt_cache(fake_source, monkeypatch):
     assert list(cache.iterdir()) == []
     with pytest.raises(ValueError, match="split"):
         load_cifar10("validation")
+
+
+def test_a_killed_download_leaves_no_part_file_after_the_next_one(fake_source):
+    _, cache, _ = fake_source
+    cache.mkdir()
+    stale = cache / "cifar-10-python.tar.gz.k1ll3d99.part"  # what a download killed by kill -9 leaves
+    stale.write_bytes(b"half an archive")
+    other = cache / "notes.part"  # not ours: never touched
+    other.write_bytes(b"")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    load_cifar10("train", progress=False)
+    assert not stale.exists() and other.exists()
 
 
 def test_cifar10_archive_with_matching_checksum_but_bad_content(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """cifar trainer: exact resume, checkpoint safety, the compile fallback, the recipe cache, and DDP over gloo."""
 import os
 import pathlib
+import time
 
 import pytest
 import torch
@@ -322,3 +323,54 @@ def test_loss_identity_sees_closure_values_and_an_explicit_id(tmp_path):
     named = train_recipe(recipe, _scaled_loss(3.0), cache_dir=tmp_path, progress=False, loss_id="ddpm-eps-v1")
     assert train_recipe(recipe, _scaled_loss(4.0), cache_dir=tmp_path, progress=False, loss_id="ddpm-eps-v1").from_cache
     assert named.path not in (one.path, two.path)
+
+
+# ------------------------------------------------------------------------------ leftovers, bad folders
+_KILLED_WRITER = """
+import sys, time, torch
+from cifar import trainer
+def slow_save(obj, f, *args, **kwargs):
+    f.write(b"PK partial checkpoint"); f.flush(); print("writing", flush=True); time.sleep(60)
+trainer.torch.save = slow_save
+trainer.save_checkpoint(sys.argv[1], {"step": 0})
+"""
+
+
+def test_a_killed_checkpoint_write_is_cleaned_up_by_the_next_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.pt"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+    assert child.stdout.readline().strip() == "writing"
+    os.kill(child.pid, signal.SIGKILL)  # kill -9 in the middle of the write
+    child.wait()
+    left = list(tmp_path.glob("run.pt.*.tmp"))
+    assert len(left) == 1 and not path.exists()
+    live = tmp_path / "run.pt.abcd1234.tmp"  # a write in progress elsewhere: locked, must survive
+    live.write_bytes(b"PK")
+    old = time.time() - 3600
+    for f in (left[0], live):
+        os.utime(f, (old, old))
+    import fcntl
+
+    with open(live, "rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        train(_net(), _data(), noisy_loss, steps=1, checkpoint=path, **ARGS)
+    assert not left[0].exists() and live.exists() and path.exists()
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_any_work(tmp_path):
+    calls = []
+
+    def loss(model, batch, generator):
+        calls.append(1)
+        return noisy_loss(model, batch, generator)
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")  # as unwritable as a read-only folder, even for root
+    with pytest.raises(OSError, match="not writable"):
+        train(_net(), _data(), loss, steps=3, checkpoint=blocker / "runs" / "run.pt", checkpoint_every=2, **ARGS)
+    assert calls == []
