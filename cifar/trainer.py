@@ -7,8 +7,9 @@
                    checkpoint="runs/shapes.pt")
     result.ema                                     # the EMA weights, ready to sample from
 
-What it does at each step: picks a batch (uniformly with replacement), calls ``loss_fn`` under bf16
-autocast on CUDA, clips the gradient norm, takes an AdamW step at a learning rate warmed up
+What it does at each step: picks a batch (uniformly with replacement), calls ``loss_fn`` under
+autocast on CUDA (bf16 where the GPU has it natively, fp16 with a gradient scaler on older GPUs such
+as the T4: :func:`choose_precision`), clips the gradient norm, takes an AdamW step at a learning rate warmed up
 linearly over ``warmup`` steps, and updates the EMA weights.
 
 Randomness is a function of (seed, step, rank): the batch indices and the generator handed to
@@ -78,6 +79,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 CHECKPOINT_FORMAT = "dfm-cifar-checkpoint/1"
+AMP_MODES = ("auto", "bf16", "fp16", "fp32")
 _MASK64 = (1 << 63) - 1
 
 
@@ -191,6 +193,27 @@ def _prepare_folder(path: pathlib.Path) -> None:
         raise OSError(f"the checkpoint folder {folder} is not writable ({type(error).__name__}: {error}); nothing "
                       "was trained. Choose another checkpoint path or cache_dir (or set DFM_DATA)") from error
     remove_stale_partials(folder, glob.escape(path.name) + ".*.tmp")
+
+
+# ---------------------------------------------------------------------------------------- precision
+def choose_precision(amp: str, device_type: str, capability: tuple[int, int] | None = None) -> str:
+    """The autocast precision of a run: "bf16", "fp16" (with a gradient scaler) or "fp32".
+
+    ``amp`` "auto" picks by the device: on CUDA, bf16 when the GPU computes it natively (compute
+    capability 8.0 and up: A100, H100, RTX 30xx on), else fp16 with a gradient scaler (the T4 is
+    7.5, the V100 7.0: they would emulate bf16, slowly); fp32 on any other device. An explicit
+    "bf16", "fp16" or "fp32" is returned as it is. ``capability`` is ``(major, minor)``, required for
+    "auto" on CUDA (``torch.cuda.get_device_capability(device)``). A pure function: no GPU needed.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp != "auto":
+        return amp
+    if device_type != "cuda":
+        return "fp32"
+    if not (isinstance(capability, tuple) and len(capability) == 2 and all(isinstance(c, int) for c in capability)):
+        raise ValueError(f"capability must be a (major, minor) tuple of ints on CUDA, got {capability!r}")
+    return "bf16" if capability >= (8, 0) else "fp16"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -365,7 +388,9 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     ``data``: a tensor or tuple of tensors [N, ...] (images uint8 [N, 3, 32, 32], labels [N], tokens
     [N, L], ...); each batch is the same tuple indexed by ``batch_size`` random rows, on the device.
     ``loss_fn(model, batch, generator) -> scalar``; ``generator`` lives on the training device.
-    ``batch_size`` is global (split over ranks). ``amp``: "auto" (bf16 on CUDA), "bf16" or "fp32".
+    ``batch_size`` is global (split over ranks). ``amp``: "auto" (see :func:`choose_precision`: bf16 on
+    GPUs of compute capability 8.0 and up, fp16 with a gradient scaler below, fp32 elsewhere), "bf16",
+    "fp16" (always with a gradient scaler) or "fp32".
     ``augment``: None or "hflip" (random horizontal flips of the first tensor; not for Simple Shapes,
     whose thirds are typed). ``recipe`` is stored in the checkpoint and is part of its fingerprint.
     ``loss_id``: a string that identifies the loss in the fingerprint instead of :func:`loss_identity`.
@@ -396,8 +421,8 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
         raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if amp not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"amp must be 'auto', 'bf16' or 'fp32', got {amp!r}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     if augment not in (None, "hflip"):
         raise ValueError(f"augment must be None or 'hflip', got {augment!r}")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -407,7 +432,9 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     local = batch_size // world
     if checkpoint is not None and rank == 0:
         _prepare_folder(pathlib.Path(checkpoint))
-    use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    precision = choose_precision(amp, device.type, capability)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     cuda = device.type == "cuda"
 
     caller_rng = _rng_state()  # restored on return: training leaves the caller's global RNG as it found it
@@ -419,6 +446,7 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999),
                                   **({"fused": True} if cuda else {}))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step, losses = 0, []
     path = pathlib.Path(checkpoint) if checkpoint is not None else None
     fingerprint = None
@@ -436,6 +464,8 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(f"{path} does not fit this model or optimizer: {error}") from error
         step, losses = int(state["step"]), list(state["losses"])
@@ -457,15 +487,16 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
     def state_dict() -> dict:
         return {"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(), "losses": list(losses), "rng": _rng_state(),
+                "scaler": scaler.state_dict(), "precision": precision,
                 "recipe": recipe, "world_size": world, "batch_size": batch_size, "fingerprint": fingerprint}
 
     def one_step(fn, batch, generator):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss = loss_fn(fn, batch, generator)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
                             f"{tuple(getattr(loss, 'shape', ()))}")
-        loss.backward()
+        scaler.scale(loss).backward()  # the identity unless fp16
         return loss
 
     from tqdm import tqdm
@@ -502,8 +533,10 @@ def train(model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor],
             generator = torch.Generator(device=device).manual_seed(_stream_seed(seed, step, rank, 2))
             loss = one_step(runner, batch, generator)
         if grad_clip is not None:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         _update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
         pending.append(loss.detach().float())

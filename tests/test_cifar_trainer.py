@@ -1,4 +1,5 @@
 """cifar trainer: exact resume, checkpoint safety, the compile fallback, the recipe cache, and DDP over gloo."""
+import math
 import os
 import pathlib
 import time
@@ -374,3 +375,42 @@ def test_an_unwritable_checkpoint_folder_fails_before_any_work(tmp_path):
     with pytest.raises(OSError, match="not writable"):
         train(_net(), _data(), loss, steps=3, checkpoint=blocker / "runs" / "run.pt", checkpoint_every=2, **ARGS)
     assert calls == []
+
+
+# ----------------------------------------------------------------------------------------- precision
+@pytest.mark.parametrize("amp, device, capability, expected", [
+    ("auto", "cuda", (7, 5), "fp16"),  # T4: no native bf16
+    ("auto", "cuda", (7, 0), "fp16"),  # V100
+    ("auto", "cuda", (6, 1), "fp16"),
+    ("auto", "cuda", (8, 0), "bf16"),  # A100
+    ("auto", "cuda", (8, 6), "bf16"),
+    ("auto", "cuda", (9, 0), "bf16"),  # H100 / H200
+    ("auto", "cpu", None, "fp32"),
+    ("auto", "mps", None, "fp32"),
+    ("bf16", "cuda", (7, 5), "bf16"),  # explicit choices stand
+    ("fp16", "cpu", None, "fp16"),
+    ("fp32", "cuda", (9, 0), "fp32"),
+])
+def test_choose_precision(amp, device, capability, expected):
+    assert trainer_module.choose_precision(amp, device, capability) == expected
+
+
+def test_choose_precision_bad_input():
+    with pytest.raises(ValueError, match="amp"):
+        trainer_module.choose_precision("fp8", "cuda", (9, 0))
+    with pytest.raises(ValueError, match="capability"):
+        trainer_module.choose_precision("auto", "cuda", None)
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tmp_path):
+    args = {**ARGS, "amp": "fp16"}
+    full = train(_net(), _data(), noisy_loss, steps=4, checkpoint=tmp_path / "full.pt", **args)
+    assert all(math.isfinite(v) for v in full.losses)
+    state = load_checkpoint(tmp_path / "full.pt")
+    assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0  # the scaler's state is saved
+    train(_net(), _data(), noisy_loss, steps=2, checkpoint=tmp_path / "split.pt", **args)
+    resumed = train(_net(seed=3), _data(), noisy_loss, steps=4, checkpoint=tmp_path / "split.pt", **args)
+    assert resumed.losses == full.losses
+    _assert_same_state(state, load_checkpoint(tmp_path / "split.pt"))
+    fp32 = train(_net(), _data(), noisy_loss, steps=4, **{**ARGS, "amp": "fp32"})
+    assert fp32.losses != full.losses  # fp16 autocast really ran
