@@ -327,8 +327,10 @@ class EmpiricalMixture:
                        y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The training image the posterior (4) favours, and its weight.
 
-        A weight near 1 means the denoiser has committed to one training image (late in sampling it
-        always does: the exact model's samples are copies).
+        The argmax of (4) is the training image nearest to x_t / a. A weight near 1 means the denoiser
+        has committed to one training image (late in sampling it always does: the exact model's samples
+        are copies). Identical images share the weight: an image present k times tops out at 1 / k
+        (Simple Shapes at 32x32 has such repeats), so test copies with :meth:`nearest_image`.
 
         Args:
             x_t, a, s, y: as :meth:`denoise`.
@@ -397,7 +399,8 @@ def _check_mixture(mixture) -> None:
 
 def _check_time(t, batch: int) -> torch.Tensor:
     if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-        raise TypeError(f"t must be a floating tensor [B], got {t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
+        got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"t must be a floating tensor [B], got {got}")
     if t.numel() not in (1, batch) or t.dim() > 1:
         raise ValueError(f"t must have shape [B] = [{batch}] (or one element), got {tuple(t.shape)}")
     return t.detach().reshape(-1).to("cpu", torch.float64)
@@ -421,7 +424,8 @@ class DDPMExact:
         if not isinstance(betas, torch.Tensor) or not betas.is_floating_point():
             raise TypeError("betas must be a floating tensor [T]")
         if betas.dim() != 1 or betas.numel() < 1 or not ((betas > 0) & (betas < 1)).all():
-            raise ValueError(f"betas must be a non-empty 1-D tensor [T] with values in (0, 1), got shape {tuple(betas.shape)}")
+            raise ValueError(f"betas must be a non-empty 1-D tensor [T] with values in (0, 1), "
+                             f"got shape {tuple(betas.shape)}")
         self.mixture, self.T = mixture, betas.numel()
         self.alphas_cumprod = torch.cumprod(1 - betas.detach().cpu().double(), 0)
 

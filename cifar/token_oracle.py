@@ -100,14 +100,16 @@ def _check_tokens(name: str, x, vocab_size: int, length: int | None, mask_id: in
         raise TypeError(f"{name} must be an integer torch.Tensor [B, L], got "
                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
     if x.dim() != 2 or (length is not None and x.shape[1] != length) or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape [B, L] with L = {length if length else 'L >= 1'}, got {tuple(x.shape)}")
+        want = f"L = {length}" if length else "L >= 1"
+        raise ValueError(f"{name} must have shape [B, L] with {want}, got {tuple(x.shape)}")
     if x.numel():
         bad = (x < 0) | (x >= vocab_size)
         if mask_id is not None:
             bad &= x != mask_id
         if bad.any():
             allowed = f"0..{vocab_size - 1}" + (f" or the mask id {mask_id}" if mask_id is not None else "")
-            raise ValueError(f"{name} must hold tokens in {allowed}, got values in [{x.min().item()}, {x.max().item()}]")
+            raise ValueError(f"{name} must hold tokens in {allowed}, "
+                             f"got values in [{x.min().item()}, {x.max().item()}]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,7 +363,10 @@ class MarkovTokenOracle:
         return torch.log(self.initial[xc[:, 0]]) + torch.log(self.transition[xc[:, :-1], xc[:, 1:]]).sum(1)
 
     def entropy(self) -> float:
-        """The exact entropy per token, H(x_0, ..., x_{L-1}) / L in nats; -mean log_prob / L of exact samples tends to it."""
+        """The exact entropy per token, H(x_0, ..., x_{L-1}) / L in nats.
+
+        The mean of -log_prob / L over exact samples tends to it; samples drawn at a lower temperature
+        (too few rare tokens) fall below it."""
         def h(p):
             return -(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1)
         return float((h(self.initial) + (self._marginals[:-1] @ h(self.transition)).sum()) / self.length)

@@ -49,7 +49,10 @@ def reference_conditionals(P, pi0, x, mask_id):
                 lf = torch.linalg.matrix_power(P, i - left[-1])[x[b, left[-1]]]
             else:
                 lf = pi0 @ torch.linalg.matrix_power(P, i)
-            rf = torch.linalg.matrix_power(P, right[0] - i)[:, x[b, right[0]]] if right else torch.ones(V, dtype=torch.float64)
+            if right:
+                rf = torch.linalg.matrix_power(P, right[0] - i)[:, x[b, right[0]]]
+            else:
+                rf = torch.ones(V, dtype=torch.float64)
             out[b, i] = lf * rf / (lf * rf).sum()
     return out
 
