@@ -189,7 +189,7 @@ def instruction_counts(vocab=50257):
            "out_ptr": "*i64", "n_rows": "i32", "V": "i32", "stride_x": "i32", "stride_bits": "i32",
            "key0": "i32", "key1": "i32", "scale": "fp32", "IS_PROBS": "constexpr", "HAS_ROW_INDEX": "constexpr",
            "HAS_EXTRA": "constexpr", "BITS_FROM_MEMORY": "constexpr", "ROWS": "constexpr", "BLOCK": "constexpr",
-           "N_ROUNDS": "constexpr", "FAST_LOG2": "constexpr"}
+           "N_ROUNDS": "constexpr", "FAST_LOG2": "constexpr", "KEY_F64": "constexpr"}
     print(f"\n3. Machine instructions per element in the main loop (bf16 logits, V = {vocab}, sm_90, "
           f"{warps} warps, {per_thread} elements per thread per iteration; the refinement branch is taken by "
           f"{100 * p_tile:.1f}% of tiles)")
@@ -198,7 +198,7 @@ def instruction_counts(vocab=50257):
                                ("Philox-4x32-10, accurate log2 (libdevice)", 10, False),
                                ("Philox-4x32-7, hardware log2", 7, True)]:
         consts = {"IS_PROBS": False, "HAS_ROW_INDEX": False, "HAS_EXTRA": False, "BITS_FROM_MEMORY": False,
-                  "ROWS": rows, "BLOCK": block, "N_ROUNDS": rounds, "FAST_LOG2": fast}
+                  "ROWS": rows, "BLOCK": block, "N_ROUNDS": rounds, "FAST_LOG2": fast, "KEY_F64": False}
         src = ASTSource(fn=categorical._race_kernel, signature=sig, constexprs=consts)
         kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

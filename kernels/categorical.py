@@ -27,12 +27,31 @@ Philox stream, computed only for the tiles that need it) pick one of 2^32 sub-ce
 midpoints of a grid of spacing 2^-64 within 2^-16 of either end and 2^-32 elsewhere (the grids meet
 at cell boundaries). As a float32, ``a`` keeps 24 significant bits down to its smallest value 2^-65.
 
-The race needs ``log2 E``, not ``E``: with ``X = -log2 u = E / ln 2``, the score
-``s_v = scale * in_v - log2 X_v`` differs from ``log2 p_v / T - log2 E_v`` by the same constant
-``log2 ln 2`` for every class. On the upper region ``log2 X = log2(-log2 a)``, two logarithms. On the
+The race needs ``log2 E``, not ``E``: with ``X = -log2 u = E / ln 2`` and the key ``k_v`` of a class
+(its logit, ``scale = log2(e) / T``, or ``log2 p_v``, ``scale = 1 / T``), the score
+
+    s_v = scale * k_v - log2 X_v                                                              (1)
+
+differs from ``log2 p_v / T - log2 E_v`` by the same constant ``log2 ln 2`` for every class. On the upper region ``log2 X = log2(-log2 a)``, two logarithms. On the
 lower region ``log2 X = log2 a + R(a)`` with ``R(t) = log2(-log2(1 - t) / t)`` a degree-5 minimax
 polynomial on [0, 1/4] (absolute error 2^-23.5): no logarithm of ``1 - t`` (whose rounding would cost
 2^-24 / |ln(1 - t)| relative) and no division.
+
+**The race in differences.** The score (1) is never formed: ``scale * k_v`` can be huge (logits
+[1e9, 1e9] give 1.4e9, whose float32 spacing of 128 swamps the noise, and the race would always
+pick the first column), while only differences of keys matter. Each slot keeps its leader's key
+``k_b`` and noise ``n_b = log2 X_b`` apart, and a new element ``v`` takes the lead when
+
+    (k_v - k_b) * scale + n_b > n_v                                                            (2)
+
+(one fused multiply-add; float64 logits keep their keys, the difference and the product in float64,
+so their whole range works). At the end of the row the slots' leaders meet in the frame of the
+largest leading key ``m``: ``s_b - m * scale = (k_b - m) * scale - n_b`` (3), and the extra class of
+an MDLM step, untempered, enters that frame as ``log2 w - m * scale - n`` (``log2 w`` computed by
+the caller in float64). Logits shifted by any constant, or masses multiplied by any positive constant,
+give the same decisions. The temperature must lie in ``TEMPERATURE_RANGE`` = [1e-30, 1e30] (on both
+backends): there ``scale`` is a finite normal float32, and a difference that overflows to +-inf in (2)
+is one that decides the comparison anyway.
 
 **Why the coarse grid does not bias the race.** Given the other classes' noise, class ``v`` wins with
 probability ``P(E_v < p_v / M)``, ``M = max_{j != v} p_j / E_j``; with the others exact
@@ -58,27 +77,36 @@ accurate float32 ``log2`` (the interpreter's numpy; the libdevice variant on CUD
 ``tests/test_kernels_exactness.py``); with the hardware's ``lg2.approx`` (the default on CUDA; PTX ISA:
 absolute error <= 2^-22 on [1/2, 2], relative <= 2^-22 elsewhere) it is
 ``<= 2^-19.4 + 2^-21.7 |log2 X|`` (the constant from ``log2 u`` at ``u`` near 3/4, the slope from
-``log2 t`` for tiny ``t``). The score adds its float32 roundings, ``<= 2^-25 (|scale * in| + |s|)``. An error
-``delta`` in a score acts like a factor ``2^(+-delta)`` on that class's mass, so every win probability
-is right to a factor within ``1 +- 3e-5`` (the rarest winners, ``E ~ 2^-64``), and within ``1 +- 1e-5``
-on the draws whose scores are below 64 and whose ``E`` are above 3e-3 (almost all): biases far below
-anything a test can see, and never the float32 race's truncation.
+``log2 t`` for tiny ``t``). The comparisons add their float32 roundings: (2) decides as the exact race
+would unless the two exact scores are within ``2^-24 (|(k_v - k_b) scale| + |n_v|)``, and (3) puts
+each leader within ``2^-24 (|(k_b - m) scale| + |s_b - m scale|)`` of its exact score. Those bounds
+do not grow with the keys: a comparison is only close when both sides lie in the noise's range,
+``|log2 X| <= 64.5``, so each is at most ``2^-24 * 135 = 8e-6``, whatever the logits or the
+temperature. An error ``delta`` in a comparison acts like a factor ``2^(+-delta)`` on a class's mass;
+adding the noise's error for both classes, every win probability is right to a factor within
+``1 +- 4e-5`` (the rarest winners, ``E ~ 2^-64``, hardware log2) and within ``1 +- 1e-5`` on the
+draws whose ``E`` are above 3e-3 (almost all): biases far below anything a test can see, and never
+the float32 race's truncation. (The extra class is compared in absolute terms, as it must be: add
+``2^-23 (|log2 w| + |m scale|)`` for it.)
 
 The kernel
 ----------
 One program handles ``ROWS`` rows and walks along them in tiles of ``BLOCK = 4 Q`` columns: slot
 ``q`` of a tile holds four consecutive columns, the four words of one Philox call (counter
 ``(row, column // 4, 0, 0)``). It loads each input element once (bf16/fp16/fp32/fp64 logits, or
-non-negative probabilities), makes its noise in registers, and keeps per slot a running (max score,
-column), reduced across the row once at the end. A tile that holds an element needing refinement
+non-negative probabilities), makes its noise in registers, and keeps per slot its leader (key,
+noise, column), reduced across the row once at the end (3). A tile that holds an element needing refinement
 (6% of 2048-element tiles) computes the second stream (counter ``(row, column // 4, 2, 0)``) for the
 whole tile; the test for it is one reduction per tile. It writes one int64 per row. Bytes moved:
 ``N * V * itemsize + 8 N``, a single read of the input: the sampler is a reduction. Its speed is set
-by arithmetic: compiled for an H100 the main loop runs about 37 instructions per bf16 element (a
-quarter of a Philox call, ~13; two hardware logarithms and a polynomial; the race itself), where
-reading at full bandwidth leaves time for about 20; ``python -m kernels.bench --count-instructions``
-prints the count. Input checks (NaN, +inf, negative probabilities, rows with no mass) are made in the
-same pass and raised after it, so they cost no extra read.
+by arithmetic: compiled for an H100 the main loop runs about 39 instructions per bf16 element (a
+quarter of a Philox call, ~13; two hardware logarithms and a polynomial; the race (2), about 2.5 more
+than a race on formed scores), where reading at full bandwidth leaves time for about 20;
+``python -m kernels.bench --count-instructions`` prints the count. Input checks (NaN, +inf, negative
+probabilities, rows with no mass) are made in the same pass on the key, in float32 (float64 for
+float64 input) whatever the input dtype, so bf16 and fp16 are checked by the same operations on
+every device; the kernel flags a bad row, and only that row is read again, after the pass, to name
+the fault in the ValueError.
 
 Without CUDA the same contract is served by the float64 reference of ``minimal/masked_fhs.py``; the
 kernel itself also runs on CPU tensors through Triton's interpreter (``backend="triton"``), slowly,
@@ -100,17 +128,14 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
     tl = None
 
-__all__ = ["sample", "triton_available", "interpreter_active", "RESOLUTION"]
+__all__ = ["sample", "triton_available", "interpreter_active", "RESOLUTION", "SEED_BITS", "TEMPERATURE_RANGE"]
 
 RESOLUTION = 2.0 ** -64  # the finest grid of the uniform behind each E (within 2^-16 of 0 or 1)
 
 LOGIT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
-_BAD_CODES = {  # the kernel writes -1 - code for a row it could not sample
-    0: "has no positive mass (all probabilities zero, or all logits -inf)",
-    2: "contains +inf",
-    3: "contains a negative probability",
-    4: "contains NaN",
-}
+SEED_BITS = 62  # seeds are ints in [0, 2^62), for both backends: the kernel's Philox key has 62 bits
+TEMPERATURE_RANGE = (1e-30, 1e30)  # accepted T, both backends: log2(e) / T and T ln 2 stay normal float32
+NO_MASS = "has no positive mass (all probabilities zero, or all logits -inf)"
 
 
 def triton_available() -> bool:
@@ -190,22 +215,40 @@ if triton is not None:
         return tl.where(lower, l1 + r, l2)
 
     @triton.jit
-    def _compete(x, a, lower, tag, best, best_c, xmax, xmin, scale, IS_PROBS: tl.constexpr, FAST: tl.constexpr):
-        """One element per slot (row, q) enters the race: s = scale * in - log2 X. Keeps per slot the
-        running max score and ``tag`` (the column minus 4q) of the first column that reached it, and
-        the input's NaN-propagating max and (probabilities) min, for the checks after the loop."""
+    def _key(x, IS_PROBS: tl.constexpr):
+        """The quantity the race compares for one input element: the logit (float32, or float64 for
+        float64 logits, whose range float32 cannot hold) or log2 of the probability (float32; float64
+        masses take their log2 in float64 first, so tiny and huge ones keep their exponent). Every
+        input check reads the key, not the raw element: the same float32 (float64) operations for
+        every input dtype, on every device. NaN, and negative probabilities (log2 < 0 is NaN), give NaN;
+        +inf gives +inf; a zero probability or a -inf logit gives -inf (mass 0)."""
         if IS_PROBS:
-            if x.dtype == tl.float64:  # tiny float64 masses keep their exponent range
-                lx = tl.log2(x).to(tl.float32)
+            if x.dtype == tl.float64:
+                return tl.log2(x).to(tl.float32)
             else:
-                lx = tl.log2(x.to(tl.float32))
-            xmin = tl.minimum(xmin, x)
+                return tl.log2(x.to(tl.float32))
         else:
-            lx = x.to(tl.float32)
-        xmax = tl.maximum(xmax, x, propagate_nan=tl.PropagateNan.ALL)  # NaN sticks; else +inf shows
-        s = lx * scale - _log2_noise(a, lower, FAST)  # = log2 p_v / T - log2 E_v + log2 ln 2 (same for all v)
-        take = s > best  # strict: a tie (probability ~0) keeps the earlier column; NaN never wins
-        return tl.where(take, s, best), tl.where(take, tag, best_c), xmax, xmin
+            if x.dtype == tl.float64:
+                return x
+            else:
+                return x.to(tl.float32)
+
+    @triton.jit
+    def _compete(x, a, lower, tag, kb, nb, best_c, kmax, scale, IS_PROBS: tl.constexpr, FAST: tl.constexpr):
+        """One element per slot (row, q) enters the race against the slot's leader so far, whose key
+        ``kb`` and noise ``nb`` are kept apart: the element wins when ``(k - kb) scale + nb > n`` (2),
+        which is ``s > s_b`` for the scores (1) without ever forming a score. Only differences of keys
+        enter, so the decision depends on neither a shift of the logits nor a scale of the masses. Also
+        keeps ``tag`` (the column minus 4q) of the leader, and the keys' NaN-propagating max."""
+        k = _key(x, IS_PROBS)
+        kmax = tl.maximum(kmax, k, propagate_nan=tl.PropagateNan.ALL)  # NaN sticks; else +inf shows
+        n = _log2_noise(a, lower, FAST)  # log2 X = log2 E_v - log2 ln 2
+        if k.dtype == tl.float64:  # float64 logits: the difference and its scaling in float64 (2)
+            lhs = ((k - kb) * scale + nb).to(tl.float32)
+        else:
+            lhs = tl.fma(k - kb, scale, nb)  # (2), one rounding; a first finite key beats kb = -inf
+        take = lhs > n  # strict; NaN (NaN input, or -inf - -inf) never wins; ties keep the earlier column
+        return tl.where(take, k, kb), tl.where(take, n, nb), tl.where(take, tag, best_c), kmax
 
     @triton.jit
     def _words(bits_row, ctr, ctr_row, zero, k0, k1, c, n_valid, STREAM: tl.constexpr,
@@ -230,7 +273,7 @@ if triton is not None:
 
     @triton.jit
     def _race_tile(row_base, bits_row, c, V, quad, ctr_row, zero, k0, k1, scale,
-                   best, best_c, xmax, xmin, IS_PROBS: tl.constexpr, BITS_FROM_MEMORY: tl.constexpr,
+                   kb, nb, best_c, kmax, IS_PROBS: tl.constexpr, BITS_FROM_MEMORY: tl.constexpr,
                    N_ROUNDS: tl.constexpr, FAST: tl.constexpr, MASKED: tl.constexpr):
         """The columns c .. c + 4Q - 1 of each row enter the race; MASKED for the last, cut tile."""
         # --- one read of the input: a load per column of the slot, laid out like the random words, so
@@ -274,19 +317,11 @@ if triton is not None:
             a3 = tl.where(h3 < _FINE, _fine(h3, z3, lower3), a3)
 
         # --- the race, in registers: a running max per slot (no exchange between threads) -----------
-        best, best_c, xmax, xmin = _compete(x0, a0, lower0, c, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
-        best, best_c, xmax, xmin = _compete(x1, a1, lower1, c + 1, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
-        best, best_c, xmax, xmin = _compete(x2, a2, lower2, c + 2, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
-        best, best_c, xmax, xmin = _compete(x3, a3, lower3, c + 3, best, best_c, xmax, xmin, scale, IS_PROBS, FAST)
-        return best, best_c, xmax, xmin
-
-    @triton.jit
-    def _bad_code(x, IS_PROBS: tl.constexpr):
-        """0 for a usable value; 4 NaN, 3 negative probability, 2 +inf (the worst code wins a row)."""
-        if IS_PROBS:
-            return tl.where(x != x, 4, tl.where(x < 0, 3, tl.where(x == float("inf"), 2, 0)))
-        else:
-            return tl.where(x != x, 4, tl.where(x == float("inf"), 2, 0))
+        kb, nb, best_c, kmax = _compete(x0, a0, lower0, c, kb, nb, best_c, kmax, scale, IS_PROBS, FAST)
+        kb, nb, best_c, kmax = _compete(x1, a1, lower1, c + 1, kb, nb, best_c, kmax, scale, IS_PROBS, FAST)
+        kb, nb, best_c, kmax = _compete(x2, a2, lower2, c + 2, kb, nb, best_c, kmax, scale, IS_PROBS, FAST)
+        kb, nb, best_c, kmax = _compete(x3, a3, lower3, c + 3, kb, nb, best_c, kmax, scale, IS_PROBS, FAST)
+        return kb, nb, best_c, kmax
 
     @triton.jit(do_not_specialize=["key0", "key1"])
     def _race_kernel(
@@ -295,11 +330,13 @@ if triton is not None:
         key0, key1, scale,
         IS_PROBS: tl.constexpr, HAS_ROW_INDEX: tl.constexpr, HAS_EXTRA: tl.constexpr,
         BITS_FROM_MEMORY: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
-        N_ROUNDS: tl.constexpr, FAST_LOG2: tl.constexpr,
+        N_ROUNDS: tl.constexpr, FAST_LOG2: tl.constexpr, KEY_F64: tl.constexpr,
     ):
-        """One exponential race per row: out[r] = argmax_v s_v with s_v = scale * in_v - log2 X_v.
+        """One exponential race per row: out[r] = argmax_v s_v with s_v = scale * k_v - log2 X_v (1).
 
-        ``in_v`` is the logit (scale = log2(e) / T) or log2 of the probability (scale = 1 / T).
+        ``k_v`` is the logit (scale = log2(e) / T) or log2 of the probability (scale = 1 / T); scores
+        are never formed, only differences (2). ``KEY_F64``: float64 logits, kept in float64. The
+        extra class (``extra_ptr``) arrives as log2 of its mass, computed in float64 by the caller.
         Column j takes word j % 4 of the Philox call with counter (row, j // 4, 0, 0) and, when it
         needs them, 32 more bits from word j % 4 of counter (row, j // 4, 2, 0); key = (key0, key1).
         (The varying word second: then the first rounds' products of row and key are loop-invariant.)
@@ -321,29 +358,34 @@ if triton is not None:
         quad = tl.arange(0, Q)
         bits_row = bits_ptr + r.to(tl.int64)[:, None] * stride_bits + 8 * quad[None, :]  # (hi, lo) of 4q
 
-        best = tl.full([ROWS, Q], float("-inf"), tl.float32)  # running max score per slot
-        best_c = tl.zeros([ROWS, Q], tl.int32)  # the column that reached it, minus 4q
-        xmax = tl.full([ROWS, Q], float("-inf"), x_ptr.dtype.element_ty)  # NaN / +inf in the input
-        xmin = tl.zeros([ROWS, Q], x_ptr.dtype.element_ty)  # negative probabilities
+        key_ty = tl.float64 if KEY_F64 else tl.float32
+        kb = tl.full([ROWS, Q], float("-inf"), key_ty)  # per slot: the leader's key (-inf: none yet)
+        nb = tl.zeros([ROWS, Q], tl.float32)  # the leader's noise log2 X
+        best_c = tl.zeros([ROWS, Q], tl.int32)  # the leader's column, minus 4q
+        kmax = tl.full([ROWS, Q], float("-inf"), key_ty)  # NaN-propagating max of the keys: the checks
         n_full = V - V % BLOCK
         for c in range(0, n_full, BLOCK):  # full tiles: no masks
-            best, best_c, xmax, xmin = _race_tile(row_base, bits_row, c, V, quad, ctr_row, zero, k0, k1, scale,
-                                                  best, best_c, xmax, xmin, IS_PROBS, BITS_FROM_MEMORY,
-                                                  N_ROUNDS, FAST_LOG2, False)
+            kb, nb, best_c, kmax = _race_tile(row_base, bits_row, c, V, quad, ctr_row, zero, k0, k1, scale,
+                                              kb, nb, best_c, kmax, IS_PROBS, BITS_FROM_MEMORY,
+                                              N_ROUNDS, FAST_LOG2, False)
         if n_full < V:  # the last tile, cut by the end of the row
-            best, best_c, xmax, xmin = _race_tile(row_base, bits_row, n_full, V, quad, ctr_row, zero, k0, k1,
-                                                  scale, best, best_c, xmax, xmin, IS_PROBS, BITS_FROM_MEMORY,
-                                                  N_ROUNDS, FAST_LOG2, True)
+            kb, nb, best_c, kmax = _race_tile(row_base, bits_row, n_full, V, quad, ctr_row, zero, k0, k1,
+                                              scale, kb, nb, best_c, kmax, IS_PROBS, BITS_FROM_MEMORY,
+                                              N_ROUNDS, FAST_LOG2, True)
 
-        # --- once per row: the slots' winner (the first column among equal scores) and the checks ----
-        top = tl.max(best, axis=1)
+        # --- once per row: the slots' leaders race in the frame of the largest leading key m (3) -----
+        m = tl.max(kb, axis=1)  # [ROWS]; -inf: no positive mass; +inf: the row is bad anyway
+        m = tl.where((m > float("-inf")) & (m < float("inf")), m, 0.0)
+        if KEY_F64:
+            s = ((kb - m[:, None]) * scale - nb).to(tl.float32)
+        else:
+            s = tl.fma(kb - m[:, None], scale, -nb)  # (3): the slot's score minus m * scale
+        top = tl.max(s, axis=1)
         col = best_c + 4 * quad[None, :]
-        best_idx = tl.min(tl.where(best == top[:, None], col, 2147483647), axis=1)
+        best_idx = tl.min(tl.where(s == top[:, None], col, 2147483647), axis=1)
         best_idx = tl.where(top > float("-inf"), best_idx, -1)  # -1: no positive mass
-        bad = tl.where(tl.max((xmax != xmax).to(tl.int32), axis=1) > 0, 4,
-                       tl.where(tl.max((xmax == float("inf")).to(tl.int32), axis=1) > 0, 2, 0))
-        if IS_PROBS:
-            bad = tl.maximum(bad, tl.where(tl.min(xmin, axis=1) < 0, 3, 0))
+        # NaN (or a negative probability) or +inf among the keys: the row is bad, the caller says why
+        bad = tl.max(((kmax != kmax) | (kmax == float("inf"))).to(tl.int32), axis=1)
 
         if HAS_EXTRA:  # one more class, index V, with mass extra[r] (not tempered)
             if BITS_FROM_MEMORY:
@@ -355,14 +397,15 @@ if triton is not None:
                 hi1, lo1, _, _ = _philox(r.to(tl.uint32), z, z + 1, z, (z + key0).to(tl.uint32),
                                          (z + key1).to(tl.uint32), N_ROUNDS)
             lower_e, h_e = _fold(hi1)  # one element per row: always all 64 bits (hi1, lo1)
-            w = tl.load(extra_ptr + r)
-            code1 = _bad_code(w, True)
-            s1 = tl.log2(w) - _log2_noise(_fine(h_e, lo1, lower_e), lower_e, False)
-            s1 = tl.where(code1 == 0, s1, float("-inf"))
-            bad = tl.maximum(bad, code1)
+            lw = tl.load(extra_ptr + r)  # log2 of the extra mass: NaN for NaN or < 0, -inf for 0
+            bad_e = (lw != lw) | (lw == float("inf"))
+            # its score in the frame of (3), untempered: log2 w - m * scale - log2 X
+            s1 = tl.fma(-m, scale, lw) - _log2_noise(_fine(h_e, lo1, lower_e), lower_e, False)
+            s1 = tl.where(bad_e, float("-inf"), s1)
+            bad = tl.maximum(bad, bad_e.to(tl.int32))
             best_idx = tl.where(s1 > top, V, best_idx)
 
-        result = tl.where(bad > 0, -1 - bad, best_idx)  # -1: no mass; -3, -4, -5: bad input
+        result = tl.where(bad > 0, -2, best_idx)  # -1: no mass; -2: NaN, +inf or a negative mass
         tl.store(out_ptr + r, result.to(tl.int64), mask=row_ok)
 
 
@@ -391,13 +434,14 @@ def _tile(V: int, M: int, device: torch.device):
 
 
 def _split_seed(seed: int):
-    seed &= (1 << 62) - 1
-    return seed & 0x7FFFFFFF, seed >> 31  # two 31-bit Philox key words
+    """A seed in [0, 2^62) -> two 31-bit Philox key words (the caller has checked the range)."""
+    return seed & 0x7FFFFFFF, seed >> 31
 
 
 def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=10, fast_log2=True):
-    """Run the kernel. x [N, V] (unit stride along V), row_index [M] int64 or None, extra [M] fp32
-    or None, bits [M, V(+1), 2] int32 or None. Returns int64 [M] with negative codes for bad rows.
+    """Run the kernel. x [N, V] (unit stride along V), row_index [M] int64 or None, extra [M] float32
+    log2 of the extra class's mass (computed in float64) or None, bits [M, V(+1), 2] int32 or None.
+    Returns int64 [M]: -1 for a row with no mass, -2 for a row with NaN, +inf or a negative mass.
     ``n_rounds`` and ``fast_log2`` (the hardware log2 for the noise; CUDA only, the interpreter always
     uses numpy's) are for benchmarks; ``sample`` uses the defaults."""
     V = x.shape[1]
@@ -421,7 +465,8 @@ def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=1
         key0, key1, float(scale),
         IS_PROBS=is_probs, HAS_ROW_INDEX=row_index is not None, HAS_EXTRA=extra is not None,
         BITS_FROM_MEMORY=bits is not None, ROWS=rows, BLOCK=block, N_ROUNDS=n_rounds,
-        FAST_LOG2=fast_log2 and x.device.type == "cuda", **extra_kw,
+        FAST_LOG2=fast_log2 and x.device.type == "cuda", KEY_F64=not is_probs and x.dtype == torch.float64,
+        **extra_kw,
     )
     return out
 
@@ -445,16 +490,10 @@ def _check_inputs(logits, probs, temperature, generator, seed, extra_mass, rows,
         raise ValueError(f"{name} has empty rows (V = 0): there is nothing to sample, shape {tuple(x.shape)}")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite float > 0 (use argmax for T = 0), got {temperature}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device} but {name} is on {x.device}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
-    if seed is not None and generator is not None:
-        raise ValueError("pass at most one of generator= and seed=")
+    lo, hi = TEMPERATURE_RANGE
+    if not lo <= temperature <= hi:
+        raise ValueError(f"temperature must lie in [{lo:g}, {hi:g}] (use argmax for T = 0), got {temperature}")
+    check_seed_and_generator(seed, generator, x.device)
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
     if backend == "triton" and triton is None:
@@ -484,38 +523,62 @@ def _check_inputs(logits, probs, temperature, generator, seed, extra_mass, rows,
     return name, x, M
 
 
+def check_seed_and_generator(seed, generator, device: torch.device) -> None:
+    """The randomness arguments of every sampler in kernels/: ``seed`` an int in [0, 2^62) (the same
+    range for both backends) or None; ``generator`` a ``torch.Generator`` on ``device``'s type or None;
+    not both. TypeError for a wrong type, ValueError for a wrong value."""
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int in [0, 2**{SEED_BITS}) or None, got {type(seed).__name__}")
+        if not 0 <= seed < 1 << SEED_BITS:
+            raise ValueError(f"seed must be an int in [0, 2**{SEED_BITS}), got {seed}")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if generator.device.type != torch.device(device).type:
+            raise ValueError(f"generator is on {generator.device} but the input is on {device}")
+        if seed is not None:
+            raise ValueError("pass at most one of generator= and seed=")
+
+
 def _seed_from(generator, seed, device):
     if seed is not None:
-        return seed
+        return int(seed)
     # one draw from the given (or the default) generator keys the Philox stream
     g_dev = generator.device if generator is not None else torch.device("cpu")
-    return int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=g_dev).item())
+    return int(torch.randint(0, 1 << SEED_BITS, (1,), generator=generator, device=g_dev).item())
 
 
-def _raise_bad_rows(codes, name, has_extra):
+def _raise_bad_rows(codes, name, x, row_index, extra):
+    """After the kernel: raise a ValueError naming the first row it flagged. It flags, in its one pass,
+    rows with no mass (-1) and rows with NaN, +inf or a negative mass (-2); only then is that one row
+    read again, here, to say which."""
     bad = (codes < 0).nonzero()
-    if bad.numel():
-        i = int(bad[0, 0])
-        code = -1 - int(codes[i])
-        what = f"{name} (or extra_mass)" if has_extra and code else name
-        raise ValueError(f"{what} row {i} {_BAD_CODES[code]}; {bad.shape[0]} bad row(s) in all")
+    if not bad.numel():
+        return
+    i = int(bad[0, 0])
+    src = int(row_index[i]) if row_index is not None else i
+    e = None if extra is None else extra[i:i + 1].double().exp2()  # the mass back from its log2
+    _diagnose(name, x[src:src + 1].double(), e, row=i)
+    raise ValueError(f"{name} row {i} {NO_MASS}")  # pragma: no cover - _diagnose found it first
 
 
-def _diagnose(name, xd, e):
-    """Raise a ValueError naming the first bad row of xd [M, V] (float64) or of e [M]."""
+def _diagnose(name, xd, e, row=0):
+    """Raise a ValueError naming the first bad row of xd [M, V] (float64) or of e [M] (row numbers
+    start at ``row``)."""
     checks = [(torch.isnan(xd).any(1), "contains NaN"), ((xd == float("inf")).any(1), "contains +inf")]
     if name == "probs":
         checks.append(((xd < 0).any(1), "contains a negative probability"))
     for bad, what in checks:
         if bad.any():
-            raise ValueError(f"{name} row {int(bad.nonzero()[0, 0])} {what}")
+            raise ValueError(f"{name} row {row + int(bad.nonzero()[0, 0])} {what}")
     if e is not None and (torch.isnan(e).any() or (e < 0).any() or (e == float("inf")).any()):
         raise ValueError("extra_mass must be finite and >= 0")
     alive = (xd > 0).any(1) if name == "probs" else (xd > float("-inf")).any(1)
     if e is not None:
         alive |= e > 0
     if not alive.all():
-        raise ValueError(f"{name} row {int((~alive).nonzero()[0, 0])} {_BAD_CODES[0]}")
+        raise ValueError(f"{name} row {row + int((~alive).nonzero()[0, 0])} {NO_MASS}")
 
 
 def _tempered(logw, temperature, e):
@@ -570,12 +633,16 @@ def sample(logits: torch.Tensor | None = None, probs: torch.Tensor | None = None
     Args:
         logits: [N, V] bfloat16, float16, float32 or float64; ``-inf`` means mass 0. Or:
         probs: [N, V] non-negative masses, not necessarily normalised (same dtypes).
-        temperature: ``T > 0``; class ``v`` gets mass ``exp(logit_v / T)`` or ``p_v ** (1 / T)``.
+        temperature: ``T`` in ``TEMPERATURE_RANGE`` = [1e-30, 1e30]; class ``v`` gets mass
+            ``exp(logit_v / T)`` or ``p_v ** (1 / T)``. Only differences of logits (ratios of masses) count:
+            rows far from 0 or near the dtype's limits are sampled as exactly as any others.
         generator: a ``torch.Generator`` on the input's device (one draw from it seeds the kernel), or
-        seed: an int that fixes the draw (its low 62 bits key the kernel's Philox stream). Same seed and
+        seed: an int in ``[0, 2^62)`` (``SEED_BITS``, both backends; ValueError outside) that fixes the
+            draw (it keys the kernel's Philox stream, or seeds the reference's generator). Same seed and
             backend, same result. The kernel's stream depends on neither device nor tile size, so
-            compiled on CUDA and interpreted on CPU it should give the same indices (up to last-bit
-            ties of the logarithms); the float64 reference draws differently.
+            compiled on CUDA and interpreted on CPU it should give the same indices (up to near-ties
+            within the last bits of the logarithms or of (2), which tiles of another size may order
+            differently); the float64 reference draws differently.
         extra_mass: with ``probs`` only: one more class, index ``V``, with this (untempered) mass beside
             the row's masses; a float or a tensor [M]. This is the mask class of an MDLM step (eq. 2 of
             ``minimal/masked_fhs.py``) without building a [M, V + 1] copy.
@@ -587,7 +654,8 @@ def sample(logits: torch.Tensor | None = None, probs: torch.Tensor | None = None
 
     Returns:
         int64 [M] (M = N without ``rows``) on the input's device: index ``v`` with probability
-        ``mass_v / sum(mass)``; ``V`` for the extra class.
+        ``mass_v / sum(mass)``; ``V`` for the extra class. An empty batch (``M = 0``) gives an empty
+        result.
 
     Raises:
         TypeError / ValueError for a wrong type, dtype, shape or argument; ValueError naming the row
@@ -603,11 +671,12 @@ def sample(logits: torch.Tensor | None = None, probs: torch.Tensor | None = None
         x = x.contiguous()
     row_index = rows.to(torch.int64).contiguous() if rows is not None else None
     extra = None
-    if extra_mass is not None:
-        extra = (extra_mass.to(torch.float32).contiguous() if isinstance(extra_mass, torch.Tensor)
-                 else torch.full((M,), float(extra_mass), dtype=torch.float32, device=x.device))
+    if extra_mass is not None:  # log2 of the mass, in float64 (any float64 mass fits), then float32
+        extra = (extra_mass.to(torch.float64).log2().float().contiguous() if isinstance(extra_mass, torch.Tensor)
+                 else torch.full((M,), math.log2(extra_mass) if extra_mass > 0 else float("-inf"),
+                                 dtype=torch.float32, device=x.device))
     scale = (math.log2(math.e) if name == "logits" else 1.0) / temperature  # natural-log units -> log2
     out = _launch(x, row_index, extra, is_probs=name == "probs", scale=scale,
                   seed=_seed_from(generator, seed, x.device))
-    _raise_bad_rows(out, name, extra is not None)
+    _raise_bad_rows(out, name, x, row_index, extra)
     return out

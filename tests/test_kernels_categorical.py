@@ -3,6 +3,7 @@
 The kernel runs compiled on CUDA tensors and, without a GPU, through Triton's interpreter (which this
 file switches on before triton is imported). Where triton is not installed its cases are skipped.
 """
+import math
 import os
 import warnings
 
@@ -116,6 +117,54 @@ def test_seed_reproduces_and_generator_advances(backend):
     assert sample(logits=x[:0], seed=0, backend=backend).shape == (0,)
 
 
+def _law(kind, x, temperature=1.0, extra=None):
+    """The exact law of a draw from the input as it is represented: masses exp(logit / T) or
+    p^(1/T), computed in float64 from logs with the row's largest taken out first."""
+    logw = x.double() if kind == "logits" else torch.log(x.double())
+    logw = (logw - logw.max()) / temperature
+    if extra is not None:  # untempered, in the same frame
+        m = (x.double() if kind == "logits" else torch.log(x.double())).max()
+        logw = torch.cat([logw, (math.log(extra) - m / temperature).reshape(1)])
+    return torch.exp(logw - logw.max())
+
+
+_f32_masses = torch.log(MASSES[:7])
+INVARIANCE = [  # (what, kind, the row, temperature, extra mass): large |logit / T|, masses near the limits
+    ("equal float32 logits 1e7", "logits", torch.tensor([1e7, 1e7]), 1.0, None),
+    ("equal float32 logits 1e9", "logits", torch.tensor([1e9, 1e9]), 1.0, None),
+    ("equal float32 logits -1e9", "logits", torch.tensor([-1e9, -1e9, -1e9]), 1.0, None),
+    ("equal float32 logits 3e38", "logits", torch.tensor([3e38, 3e38]), 1.0, None),
+    ("float32 logits 1e5 + log masses", "logits", 1e5 + _f32_masses, 1.0, None),
+    ("bfloat16 logits 1e30", "logits", torch.tensor([1e30, 1e30], dtype=torch.bfloat16), 1.0, None),
+    ("float64 logits 1e300", "logits", torch.tensor([1e300, 1e300], dtype=torch.float64), 1.0, None),
+    ("float64 logits +-1.7e308 at T = 0.5", "logits", torch.tensor([1.7e308, -1.7e308, 1.7e308], dtype=torch.float64),
+     0.5, None),
+    ("float64 logits 1e12 + log masses", "logits", 1e12 + _f32_masses.double(), 1.0, None),
+    ("float64 logits 1e300, 1e300, 0 at T = 1e-30", "logits", torch.tensor([1e300, 1e300, 0.0], dtype=torch.float64),
+     1e-30, None),
+    ("10 + log masses / 1e6 at T = 1e-6", "logits", 10 + _f32_masses.double() * 1e-6, 1e-6, None),
+    ("float64 probs 1e308", "probs", torch.tensor([1e308, 1e308], dtype=torch.float64), 1.0, None),
+    ("float64 probs 1e-300 * masses", "probs", 1e-300 * MASSES[:7].double(), 1.0, None),
+    ("float16 probs 1e-7, 3e-7 (subnormal)", "probs", torch.tensor([1e-7, 3e-7], dtype=torch.float16), 1.0, None),
+    ("float32 probs near 1/2 at T = 1e-4", "probs", 0.5 + 1e-4 * torch.arange(3.0), 1e-4, None),
+    ("equal float32 probs at T = 1e-8", "probs", torch.tensor([0.5, 0.5]), 1e-8, None),
+    ("float64 probs 1e300 beside an extra mass 1e300", "probs", torch.tensor([1e300, 1e300], dtype=torch.float64),
+     1.0, 1e300),
+    ("float64 probs 1e-300 beside an extra mass 1e-300", "probs", torch.tensor([1e-300, 3e-300], dtype=torch.float64),
+     1.0, 2e-300),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("what,kind,row,temperature,extra", INVARIANCE, ids=[c[0] for c in INVARIANCE])
+def test_shift_and_scale_invariance(backend, what, kind, row, temperature, extra):
+    """The law depends on differences of logits and ratios of masses only: rows far from 0, near the
+    dtype's limits, or with |logit / T| large must still fit their exact law."""
+    kw = {"extra_mass": extra} if extra is not None else {}
+    idx = _draw(backend, **{kind: row.to(DEVICE).expand(N_DRAWS, -1)}, temperature=temperature, **kw)
+    _assert_fits(idx, _law(kind, row, temperature, extra), f"{backend}: {what}")
+
+
 BAD_ROWS = [
     ("logits", float("nan"), "NaN"),
     ("logits", float("inf"), r"\+inf"),
@@ -126,10 +175,17 @@ BAD_ROWS = [
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 @pytest.mark.parametrize("kind,value,message", BAD_ROWS)
-def test_bad_values_are_rejected_naming_the_row(backend, kind, value, message):
-    x = torch.rand(6, 9, device=DEVICE)
+def test_bad_values_are_rejected_naming_the_row(backend, dtype, kind, value, message):
+    """In every input dtype (the kernel checks the float32 or float64 value it computes with, the same
+    operations on every device), and through rows= (the row named is the output row)."""
+    x = torch.rand(6, 9, device=DEVICE).to(dtype)
     x[4, 7] = value
+    with pytest.raises(ValueError, match=f"{kind}.*row 4.*{message}"):
+        sample(**{kind: x}, seed=0, backend=backend)
+    with pytest.raises(ValueError, match=f"{kind}.*row 1.*{message}"):
+        sample(**{kind: x}, rows=torch.tensor([0, 4, 4], device=DEVICE), seed=0, backend=backend)
     with pytest.raises(ValueError, match=f"{kind}.*row 4.*{message}"):
         sample(**{kind: x}, seed=0, backend=backend)
 
@@ -163,7 +219,12 @@ def test_rows_without_mass_are_rejected(backend):
     (lambda: sample(probs=torch.rand(4, 3), extra_mass=torch.ones(3)), ValueError, "extra_mass"),
     (lambda: sample(probs=torch.rand(4, 3), rows=torch.tensor([0, 4])), ValueError, "rows"),
     (lambda: sample(probs=torch.rand(4, 3), rows=torch.tensor([0.0])), TypeError, "rows"),
-    (lambda: sample(probs=torch.rand(4, 3), seed=-1), TypeError, "seed"),
+    (lambda: sample(probs=torch.rand(4, 3), seed=-1), ValueError, r"seed must be an int in \[0, 2\*\*62\)"),
+    (lambda: sample(probs=torch.rand(4, 3), seed=2 ** 62, backend="torch"), ValueError, r"\[0, 2\*\*62\)"),
+    (lambda: sample(probs=torch.rand(4, 3), seed=2 ** 70, backend="torch"), ValueError, r"\[0, 2\*\*62\)"),
+    (lambda: sample(probs=torch.rand(4, 3), seed=1.0), TypeError, "seed"),
+    (lambda: sample(logits=torch.randn(4, 3), temperature=1e-31), ValueError, r"temperature must lie in"),
+    (lambda: sample(logits=torch.randn(4, 3), temperature=1e31), ValueError, r"temperature must lie in"),
     (lambda: sample(probs=torch.rand(4, 3), seed=1, generator=torch.Generator()), ValueError, "at most one"),
     (lambda: sample(probs=torch.rand(4, 3), generator=1), TypeError, "generator"),
     (lambda: sample(probs=torch.rand(4, 3), backend="cuda"), ValueError, "backend"),
@@ -173,16 +234,25 @@ def test_wrong_arguments_raise_before_any_work(call, error, message):
         call()
 
 
-SCALES = [  # masses near the dtype's limits, and logits whose scaled differences overflow float64
-    ("float64 probs 1e308", "probs", [1e308, 1e308], 1.0, [0.5, 0.5]),
-    ("float64 probs 1e-300", "probs", [1e-300, 3e-300], 1.0, [0.25, 0.75]),
-    ("float64 logits +-1.7e308 at T = 0.5", "logits", [1.7e308, -1.7e308, 1.7e308], 0.5, [0.5, 0.0, 0.5]),
-    ("float64 logits 1e300, 1e300, 0 at T = 1e-30", "logits", [1e300, 1e300, 0.0], 1e-30, [0.5, 0.5, 0.0]),
-]
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_seed_range_for_both_backends(backend):
+    """Seeds are ints in [0, 2^62) on both backends (the kernel's Philox key has 62 bits; the float64
+    reference seeds a torch.Generator): the top of the range works, anything past it is refused, never
+    overflowed or silently cut to its low bits."""
+    x = torch.randn(8, 5, device=DEVICE)
+    top = 2 ** categorical.SEED_BITS - 1
+    assert torch.equal(sample(logits=x, seed=top, backend=backend), sample(logits=x, seed=top, backend=backend))
+    for bad in (2 ** 62, 2 ** 62 + 3, 2 ** 70, -1):
+        with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*62\)"):
+            sample(logits=x, seed=bad, backend=backend)
 
 
-@pytest.mark.parametrize("what,kind,row,temperature,law", SCALES, ids=[c[0] for c in SCALES])
-def test_float64_reference_is_scale_invariant(what, kind, row, temperature, law):
-    x = torch.tensor(row, dtype=torch.float64).expand(N_DRAWS, -1)
-    idx = _draw("torch", **{kind: x}, temperature=temperature)
-    _assert_fits(idx, torch.tensor(law), f"torch: {what}")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batches_give_empty_results(backend):
+    p = torch.rand(0, 5, device=DEVICE)
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    assert sample(probs=p, seed=0, backend=backend).shape == (0,)
+    assert sample(logits=p, generator=g, backend=backend).shape == (0,)
+    assert sample(probs=p, extra_mass=torch.ones(0, device=DEVICE), seed=0, backend=backend).shape == (0,)
+    none = torch.zeros(0, dtype=torch.int64, device=DEVICE)
+    assert sample(probs=torch.rand(3, 5, device=DEVICE), rows=none, extra_mass=0.5, seed=0, backend=backend).shape == (0,)
