@@ -488,16 +488,9 @@ def _check_inputs(logits, probs, temperature, generator, seed, extra_mass, rows,
         raise ValueError(f"{name} must have shape [N, V], got {tuple(x.shape)}")
     if x.shape[1] < 1:
         raise ValueError(f"{name} has empty rows (V = 0): there is nothing to sample, shape {tuple(x.shape)}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    lo, hi = TEMPERATURE_RANGE
-    if not lo <= temperature <= hi:
-        raise ValueError(f"temperature must lie in [{lo:g}, {hi:g}] (use argmax for T = 0), got {temperature}")
+    check_temperature(temperature)
     check_seed_and_generator(seed, generator, x.device)
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
-    if backend == "triton" and triton is None:
-        raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
+    check_backend(backend)
     if rows is not None:
         if not isinstance(rows, torch.Tensor) or rows.dtype not in (torch.int64, torch.int32):
             raise TypeError("rows must be an int64 tensor of shape [M] (indices into the N rows)")
@@ -523,8 +516,25 @@ def _check_inputs(logits, probs, temperature, generator, seed, extra_mass, rows,
     return name, x, M
 
 
+def check_temperature(temperature) -> None:
+    """A float in ``TEMPERATURE_RANGE`` (shared with kernels.fhs)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
+    lo, hi = TEMPERATURE_RANGE
+    if not lo <= temperature <= hi:
+        raise ValueError(f"temperature must lie in [{lo:g}, {hi:g}] (use argmax for T = 0), got {temperature}")
+
+
+def check_backend(backend) -> None:
+    """'auto', 'triton' (needs the triton package) or 'torch' (shared with kernels.fhs)."""
+    if backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+    if backend == "triton" and triton is None:
+        raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
+
+
 def check_seed_and_generator(seed, generator, device: torch.device) -> None:
-    """The randomness arguments of every sampler in kernels/: ``seed`` an int in [0, 2^62) (the same
+    """The randomness arguments of every sampler in kernels/ (shared with kernels.fhs): ``seed`` an int in [0, 2^62) (the same
     range for both backends) or None; ``generator`` a ``torch.Generator`` on ``device``'s type or None;
     not both. TypeError for a wrong type, ValueError for a wrong value."""
     if seed is not None:

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from kernels.categorical import sample
+from kernels.categorical import check_backend, check_seed_and_generator, check_temperature, sample
 
 __all__ = ["fhs_sample", "mdlm_step", "mdlm_sample"]
 
@@ -57,15 +57,9 @@ def _call(model, x, mask_id, output):
 
 
 def _generator(generator, seed, device):
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
-        if generator is not None:
-            raise ValueError("pass at most one of generator= and seed=")
-        return torch.Generator(device=device).manual_seed(seed)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
+    """The generator every draw of a sampler uses: ``generator``, or a new one seeded with ``seed``
+    (checked by the caller: an int in [0, 2^62), as for :func:`kernels.categorical.sample`)."""
+    return torch.Generator(device=device).manual_seed(seed) if seed is not None else generator
 
 
 def fhs_sample(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mask_id: int, *,
@@ -82,23 +76,26 @@ def fhs_sample(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, m
             they are).
         temperature: applied to the token draw (``mu ** (1/T)`` or ``softmax(logits / T)``).
         t: [B] float64 current times (default 1). Only reported: the network takes no time.
-        generator / seed: randomness (a generator on ``x``'s device, or a seed).
+        generator / seed: randomness (a generator on ``x``'s device, or a seed in [0, 2^62)).
         backend: passed to :func:`kernels.categorical.sample`.
 
     Returns:
         ``(x, times, nfe)``: x [B, L] with every mask filled; times [B, L] float64, ``times[b, k]`` the
         time of row ``b``'s ``k``-th event (NaN after its last); ``nfe`` the number of network calls
-        (the largest masked count in the batch).
+        (the largest masked count in the batch; 0 for an empty batch, B = 0).
     """
     _check_common(model, x, mask_id, output)
-    g = _generator(generator, seed, x.device)
+    check_temperature(temperature)
+    check_seed_and_generator(seed, generator, x.device)
+    check_backend(backend)
     B, L = x.shape
-    x = x.clone()
     if t is not None and not isinstance(t, torch.Tensor):
         raise TypeError(f"t must be a float64 tensor of shape [{B}] or None, got {type(t).__name__}")
     tt = torch.ones(B, dtype=torch.float64, device=x.device) if t is None else t.to(x.device, torch.float64).clone()
     if tt.shape != (B,) or not (tt > 0).all():
         raise ValueError(f"t must be a positive tensor of shape [{B}]")
+    g = _generator(generator, seed, x.device)
+    x = x.clone()
     times = torch.full((B, L), float("nan"), dtype=torch.float64, device=x.device)
     n0 = (x == mask_id).sum(dim=1)  # masks at the start: row b has n0[b] events
     nfe = 0
@@ -150,6 +147,8 @@ def mdlm_step(mu: torch.Tensor, x: torch.Tensor, mask_id: int, t, s, *,
     ss = _times(s, B, x.device, "s")
     if not ((tt > ss) & (ss >= 0) & (tt <= 1)).all():
         raise ValueError("need 1 >= t > s >= 0 in every row")
+    check_seed_and_generator(seed, generator, x.device)
+    check_backend(backend)
     g = _generator(generator, seed, x.device)
     masked = (x == mask_id).reshape(-1)
     rows = masked.nonzero().squeeze(1)  # [M] flat indices of the masked positions
@@ -183,14 +182,18 @@ def mdlm_sample(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
         model: tokens [B, L] -> probabilities or logits (``output``) [B, L, V].
         x: [B, L] int64 start, usually all ``mask_id``.
         mask_id, num_steps: the mask token; ``N >= 1`` (the last step, to ``s = 0``, fills every mask).
-        generator / seed, backend: randomness and kernel choice.
+        generator / seed, backend: randomness and kernel choice, as for :func:`kernels.categorical.sample`.
 
     Returns:
         ``(x, nfe)``: the tokens [B, L] and the number of network calls (``<= min(N, L)``).
     """
     _check_common(model, x, mask_id, output)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise TypeError(f"num_steps must be a positive int, got {type(num_steps).__name__}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps}")
+    check_seed_and_generator(seed, generator, x.device)
+    check_backend(backend)
     g = _generator(generator, seed, x.device)
     grid = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
     mu, nfe = None, 0

@@ -207,3 +207,55 @@ def test_mdlm_step_takes_times_per_row(backend):
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+class _Counting:
+    """A toy network that counts its calls: a bad argument must be refused before the first."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return toy_logits(x)
+
+
+X2 = _masked(2)
+BAD_CALLS = [
+    ("fhs seed 2**70", lambda m: fhs_sample(m, X2, MASK, output="logits", seed=2 ** 70), ValueError, r"\[0, 2\*\*62\)"),
+    ("fhs seed -1", lambda m: fhs_sample(m, X2, MASK, output="logits", seed=-1), ValueError, r"\[0, 2\*\*62\)"),
+    ("fhs seed 1.5", lambda m: fhs_sample(m, X2, MASK, output="logits", seed=1.5), TypeError, "seed"),
+    ("fhs generator 1", lambda m: fhs_sample(m, X2, MASK, output="logits", generator=1), TypeError, "generator"),
+    ("fhs temperature 0", lambda m: fhs_sample(m, X2, MASK, output="logits", temperature=0.0), ValueError,
+     "temperature"),
+    ("fhs backend", lambda m: fhs_sample(m, X2, MASK, output="logits", backend="cuda"), ValueError, "backend"),
+    ("mdlm seed 2**70", lambda m: mdlm_sample(m, X2, MASK, 4, output="logits", seed=2 ** 70), ValueError,
+     r"\[0, 2\*\*62\)"),
+    ("mdlm generator", lambda m: mdlm_sample(m, X2, MASK, 4, output="logits", generator="cpu"), TypeError, "generator"),
+    ("mdlm backend", lambda m: mdlm_sample(m, X2, MASK, 4, output="logits", backend="cuda"), ValueError, "backend"),
+    ("mdlm num_steps", lambda m: mdlm_sample(m, X2, MASK, 2.0, output="logits"), TypeError, "num_steps"),
+    ("mdlm_step seed -1", lambda m: mdlm_step(torch.rand(2, L, V), X2, MASK, 0.5, 0.25, seed=-1), ValueError,
+     r"\[0, 2\*\*62\)"),
+    ("mdlm_step generator", lambda m: mdlm_step(torch.rand(2, L, V), X2, MASK, 0.5, 0.25, generator=0), TypeError,
+     "generator"),
+]
+
+
+@pytest.mark.parametrize("what,call,error,message", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_arguments_raise_before_any_work(what, call, error, message):
+    model = _Counting()
+    with pytest.raises(error, match=message):
+        call(model)
+    assert model.calls == 0, f"{what}: the network ran {model.calls} time(s) before the error"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batches_give_empty_results(backend):
+    model = _Counting()
+    empty = _masked(0)
+    x, times, nfe = fhs_sample(model, empty, MASK, output="logits", seed=0, backend=backend)
+    assert x.shape == (0, L) and times.shape == (0, L) and nfe == 0
+    x, nfe = mdlm_sample(model, empty, MASK, 4, output="logits", seed=0, backend=backend)
+    assert x.shape == (0, L) and nfe == 0
+    assert mdlm_step(torch.rand(0, L, V, device=DEVICE), empty, MASK, 0.5, 0.25, seed=0, backend=backend).shape == (0, L)
+    assert model.calls == 0
