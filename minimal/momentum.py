@@ -126,8 +126,8 @@ official code uses (:func:`official_timesteps`):
          model sees the first N, rounded to integer steps.
 
 The naive grid, N steps evenly from T down to 1 (:func:`uniform_timesteps`), evaluates the model
-at t = 1, where sigma is 0.01 and the last step spans a hundredth of the range in sigma but a
-third of it in lambda: high-order methods extrapolate wildly there.
+at t = 1, where sigma is 0.01: with N = 10 the step from t = 112 to t = 1 covers 0.2% of the range
+of sigma but 38% of the range of lambda, and multistep methods extrapolate wildly across it.
 
 ``python momentum.py`` runs a demo (about 3 s on one CPU thread): the stable intervals, and guided
 sampling of a 2-D mixture with its exact eps at 8 steps.
