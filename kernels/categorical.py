@@ -598,7 +598,7 @@ def _tempered(logw, temperature, e):
     class's log mass in the same frame is log e - m / T. Float64, [M, V(+1)]."""
     top = logw.amax(dim=1, keepdim=True)
     m = torch.where(torch.isfinite(top), top, 0.0)
-    logw = (logw - m) / temperature
+    logw = logw - m if temperature == 1.0 else (logw - m) / temperature
     if e is not None:
         logw = torch.cat([logw, torch.log(e)[:, None] - m / temperature], dim=1)
         top = logw.amax(dim=1, keepdim=True)
