@@ -1,8 +1,8 @@
 """Hallucination by mode interpolation, and the trajectory-variance filter that removes it.
 
 A single-file reading of Aithal, Maini, Lipton and Kolter, *Understanding Hallucinations in
-Diffusion Models through Mode Interpolation* (NeurIPS 2024). It imports only torch and the
-standard library; copy it into your project as it is.
+Diffusion Models through Mode Interpolation* (NeurIPS 2024, arXiv 2406.09358). It imports only
+torch and the standard library; copy it into your project as it is.
 
 The claim
 ---------
@@ -15,258 +15,297 @@ an in-between value. The same picture gives a detector: on the ramp the predicte
 keeps changing from step to step, so the **variance of the predicted x_0 over the last few
 reverse steps** is high for hallucinations and near zero for samples that settled on a mode.
 
-Notation (DDPM, Ho et al. 2020), fixed for this file
------------------------------------------------------
-Steps t = 1..T, a noise schedule beta_t, alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s.
+Notation, fixed for this file
+-----------------------------
+DDPM (Ho et al. 2020). Steps t = 1..T; ``betas`` [T] holds beta_t (``betas[t - 1]``, from
+:func:`linear_beta_schedule`), alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s
+(``torch.cumprod(1 - betas, 0)``), abar_0 = 1. The model is any callable ``eps_model(x_t, t)``:
+``x_t`` [B, ...] and ``t`` a float tensor [B] holding t / T in (0, 1]; it returns eps_theta with
+the shape of ``x_t``.
 
     (1) forward process      x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,       eps ~ N(0, I)
-    (2) training loss        L = E_{t, x_0, eps} || eps - eps_theta(x_t, t) ||^2
+    (2) training loss        L = E_{t ~ U{1..T}, x_0, eps} || eps - eps_theta(x_t, t) ||^2
     (3) predicted x_0        x0hat_t = (x_t - sqrt(1 - abar_t) eps_theta(x_t, t)) / sqrt(abar_t)
-    (4) ancestral step       x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t)
-                                       + sigma_t z,   z ~ N(0, I),  sigma_t^2 = beta_t ("fixed large"),
-                                       and no noise at the last step t = 1.
+    (4) ancestral step s -> t  (s > t >= 0 consecutive visited steps; t = s - 1 without skipping)
+                             beta' = 1 - abar_s / abar_t      (= beta_s when t = s - 1)
+                             x_t = (x_s - beta' / sqrt(1 - abar_s) eps_theta(x_s, s)) / sqrt(1 - beta')
+                                   + sqrt(beta') z,   z ~ N(0, I),   no noise on the last step (t = 0).
 
-The model is any callable ``eps_model(x_t, t)`` with ``x_t`` of shape [B, ...] and ``t`` a float
-tensor [B] holding t / T in (0, 1]; it returns eps_theta with the shape of ``x_t``.
+(4) uses the "fixed large" variance sigma^2 = beta'. Visiting every step T, T - 1, ..., 1 is DDPM;
+visiting a subsequence (``timesteps``) is the respacing of improved DDPM (Nichol and Dhariwal 2021):
+the visited steps' abar define their own betas, and the model still sees the true t / T.
 
 Why the ideal denoiser is a staircase
 -------------------------------------
 Take data from a mixture sum_k w_k N(mu_k, s^2 I). Then x_t given component k is
-N(sqrt(abar) mu_k, (abar s^2 + 1 - abar) I), and the minimiser of (2) is
+N(sqrt(abar) mu_k, v I) with v = abar s^2 + 1 - abar, and the minimiser of (2) is
 eps* = (x_t - sqrt(abar) E[x_0 | x_t]) / sqrt(1 - abar) with
 
-    (5) E[x_0 | x_t] = sum_k r_k(x_t) [ mu_k + c (x_t - sqrt(abar) mu_k) ],
-        c = sqrt(abar) s^2 / (abar s^2 + 1 - abar),
-        r_k(x_t) = softmax_k( log w_k - |x_t - sqrt(abar) mu_k|^2 / (2 (abar s^2 + 1 - abar)) ).
+    (5) E[x_0 | x_t] = sum_k r_k(x_t) [ mu_k + c (x_t - sqrt(abar) mu_k) ],   c = sqrt(abar) s^2 / v,
+        r_k(x_t) = softmax_k( log w_k - |x_t - sqrt(abar) mu_k|^2 / (2 v) ).
 
-At small t the variance v = abar s^2 + 1 - abar is far below the squared spacing between modes,
-and the responsibilities r_k switch from 0 to 1 over a width of about v / spacing around the
-midpoint between two modes: E[x_0 | x_t] is nearly flat at mu_k inside each basin and jumps
-between basins (a staircase, sharper as t -> 0). A neural network fitted by (2) with finite data and steps is smooth; it replaces
-each jump by a ramp, and every x_t on the ramp is denoised to a value between the modes. The
-closer the modes and the fewer the samples, the wider the ramp, and the more hallucinations.
+At small t, v is far below the squared spacing between modes, and r_k switches from 0 to 1 over a
+width of about v / spacing around the midpoint between two modes: E[x_0 | x_t] is flat at mu_k inside
+each basin and jumps between basins (a staircase, sharper as t -> 0). A network fitted by (2) with
+finite data and steps is smooth: it replaces each jump by a ramp, and every x_t on the ramp is
+denoised to a value between the modes. The closer the modes and the fewer the samples, the wider
+the ramp, and the more hallucinations.
 
 The detector and the filter
 ---------------------------
-Record x0hat_t (3) at every reverse step. For a sample that has settled in a basin, the last
-steps all predict the same mode; for a sample on a ramp the prediction drifts as x_t moves. The
-paper's score (the official code's ``np.var(predx0[:, -10:])``, averaged over dimensions) is
+Record x0hat (3) at every visited step. For a sample that has settled in a basin the last steps all
+predict the same mode; for a sample on a ramp the prediction drifts as x_t moves. The paper's score
+(the official code's ``np.var(predx0[:, -10:])``, averaged over dimensions) is
 
-    (6) Hal(x) = mean_over_dims Var_{t = 1..k} [ x0hat_t ],   k = 10 of T = 1000 in the official code.
-
-The window should cover the last noise levels, where a good sample has chosen its mode: the
-official window spans noise sqrt(1 - abar_t) from 0.03 to 0.14; with T = 100 and the same beta
-range, k = 5 spans 0.03 to 0.16. The filter is sensitive to the window: on lesson 01's 1D mixture at
-T = 1000 the last 10 steps separate the two groups far better than the last 5 or the last 20.
+    (6) Hal(x) = mean_over_dims Var_{last k visited steps} [ x0hat ],   k = 10 of T = 1000 officially.
 
 Hallucinations have a large Hal. The official code draws N + 2,500 samples and keeps the N with
 the lowest Hal (a rank rule); a fixed threshold works as well:
 
-    (7) keep x  iff  Hal(x) is among the ``keep`` lowest,   or   Hal(x) < threshold.
+    (7) keep x  iff  Hal(x) is among the ``keep`` lowest   (or, with a fixed cut, Hal(x) < threshold).
 
-Public API: :func:`linear_beta_schedule`, :func:`ddpm_loss`, :func:`ddpm_sample`,
-:func:`trajectory_variance`, :func:`filter_by_variance`. ``python hallucination.py`` runs a demo
-on a 1D mixture of three Gaussians (about 10 s of CPU time) and prints the hallucination rate
-before and after filtering.
+The window is a number of *steps*, and it matters twice: through the noise levels it spans and
+through how the sampler moves inside it. The official schedule (T = 1000, beta from 1e-3 to 0.2)
+spends its last 10 steps between noise sqrt(1 - abar_t) = 0.03 and 0.14. The same beta range
+compressed to T = 100 preserves those noise levels (its last 5 steps span 0.03 to 0.16), the
+schedule's end in pure noise and the staircase (5) at each noise level. It does not preserve the
+sampler's path: every step is ten times larger, so a sample crosses the window in 5 large moves
+instead of 10 small ones, more samples stay on a ramp, and Hal is a variance of 5 points instead
+of 10. With one and the same denoiser, T = 100 gives several times more hallucinations and a
+filter that removes far fewer of them (lesson 01's toy notebook measures both); results on the
+compressed schedule are not the official setting's.
+
+Public API: :func:`linear_beta_schedule`, :func:`ddpm_loss` (2), :func:`ddpm_sample` (4),
+:func:`trajectory_variance` (6), :func:`filter_by_variance` (7), :func:`filter_tradeoff`.
+``python hallucination.py`` runs a demo (about 15 s on one CPU thread): it trains a small DDPM on
+three narrow 1D Gaussians and prints the hallucination rate before and after filtering.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Tuple, Union
+from collections import deque
+from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["linear_beta_schedule", "ddpm_loss", "ddpm_sample", "trajectory_variance", "filter_by_variance"]
+__all__ = ["linear_beta_schedule", "ddpm_loss", "ddpm_sample", "trajectory_variance", "filter_by_variance",
+           "filter_tradeoff"]
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-# --------------------------------------------------------------------------- input checks
-def _check_tensor(name: str, value, min_ndim: int = 1) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(value.shape)}")
+# ----------------------------------------------------------------------------------------------
+# Input checks: each names the argument and what was expected, before any work
+# ----------------------------------------------------------------------------------------------
+def _check(ok: bool, name: str, expected: str, got) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {got!r}")
 
 
-def _check_int(name: str, value, low: int, high: Optional[int] = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+def _check_type(name: str, value, *types: type) -> None:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}")
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+def _check_int(name: str, value, low: int, high: float = math.inf) -> None:
+    _check_type(name, value, int)
+    _check(low <= value <= high, name, f"in [{low}, {high}]", value)
 
 
-def _check_schedule(name: str, values, low_open: float, high_closed: float) -> None:
-    _check_tensor(name, values)
-    if values.ndim != 1 or values.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D tensor [T], got shape {tuple(values.shape)}")
-    if not bool(((values > low_open) & (values <= high_closed)).all()):
-        raise ValueError(f"{name} must lie in ({low_open}, {high_closed}]")
+def _check_tensor(name: str, value, ndim: int = 1, rows: int = 0) -> None:
+    _check_type(name, value, torch.Tensor)
+    _check(value.ndim >= ndim and len(value) >= rows, name, f"a tensor of {ndim}+ dims and {rows}+ rows", value.shape)
 
 
-def _check_output(out: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.shape != x_t.shape:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"eps_model returned shape {got}, expected {tuple(x_t.shape)} (the shape of x_t)")
+def _check_betas(betas) -> None:
+    _check_tensor("betas", betas)
+    _check(betas.ndim == 1 and bool(((betas > 0) & (betas < 1)).all()), "betas", "[T] in (0, 1)", betas)
+
+
+def _timesteps(timesteps, T: int) -> list[int]:
+    """``timesteps`` as a list of ints, checked: strictly decreasing steps in 1..T."""
+    steps = torch.as_tensor(timesteps).tolist()
+    _check_type("timesteps", steps[0] if steps else 1, int)
+    decreasing = len(steps) > 0 and steps == sorted(set(steps), reverse=True)
+    _check(decreasing and 1 <= steps[-1] <= steps[0] <= T, "timesteps", f"strictly decreasing steps in 1..{T}", steps)
+    return steps
+
+
+def _check_output(out, x_t: torch.Tensor) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.shape != x_t.shape:        # never broadcast
+        raise ValueError(f"eps_model returned shape {tuple(getattr(out, 'shape', ()))}, expected {tuple(x_t.shape)} "
+                         "(the shape of x_t)")
     return out
 
 
-def _broadcast(per_sample: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[B] -> [B, 1, ..., 1] so that it multiplies a tensor shaped like ``like`` [B, ...]."""
-    return per_sample.reshape(-1, *([1] * (like.ndim - 1)))
+# ----------------------------------------------------------------------------------------------
+# The schedule
+# ----------------------------------------------------------------------------------------------
+def linear_beta_schedule(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Tensor:
+    """beta_t for t = 1..T, linearly spaced from ``beta_1`` to ``beta_T`` (DDPM's by default).
 
+    The official code of the paper uses T = 1000 with beta from 1e-3 to 0.2 (ten times DDPM's 0.02,
+    so abar_t is essentially 0 beyond t = 250).
 
-# --------------------------------------------------------------------------- the schedule
-def linear_beta_schedule(T: int, beta_1: float, beta_T: float) -> torch.Tensor:
-    """beta_t for t = 1..T, linearly spaced from ``beta_1`` to ``beta_T``: a float64 tensor [T].
+    Args:
+        T: the number of steps, >= 1.
+        beta_1: beta at t = 1, in (0, 1).
+        beta_T: beta at t = T, in [beta_1, 1).
 
-    The official code uses T = 1000 with beta from 1e-3 to 0.2 (ten times DDPM's usual 0.02,
-    so abar_t is essentially 0 beyond t = 250). Where a CPU must train many models, this course
-    uses T = 100 with the same range: DDPM's standard schedule (1e-4 to 0.02 over 1000 steps)
-    compressed to ten times fewer steps, ending, like it, in pure noise (abar_T = 2e-5; DDPM's: 4e-5).
+    Returns:
+        betas [T], float64 (``betas[t - 1]`` = beta_t).
     """
     _check_int("T", T, 1)
-    for name, value in (("beta_1", beta_1), ("beta_T", beta_T)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {value}")
-    if beta_T < beta_1:
-        raise ValueError(f"beta_T must be >= beta_1, got beta_1={beta_1}, beta_T={beta_T}")
+    _check_type("beta_1", beta_1, float, int)
+    _check_type("beta_T", beta_T, float, int)
+    _check(0 < beta_1 <= beta_T < 1, "beta_1, beta_T", "0 < beta_1 <= beta_T < 1", (beta_1, beta_T))
     return torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
 
 
-# --------------------------------------------------------------------------- training
-def ddpm_loss(eps_model: EpsModel, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
-              generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """The DDPM loss (2) on one batch: a scalar tensor.
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+def ddpm_loss(eps_model: EpsModel, x0: torch.Tensor, betas: torch.Tensor,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The DDPM loss (2) on one batch, with t drawn uniformly from 1..T for every sample.
 
-    x0: clean data [B, ...]; alphas_cumprod: abar_t for t = 1..T, a tensor [T]
-    (``torch.cumprod(1 - betas, 0)``). A step t is drawn uniformly from 1..T for every sample,
-    and eps_model sees t / T.
+    Args:
+        eps_model: ``eps_model(x_t [B, ...], t / T [B]) -> [B, ...]``.
+        x0: clean data [B, ...], B >= 1.
+        betas: the schedule [T] (from :func:`linear_beta_schedule`).
+        generator: optional ``torch.Generator`` for t and eps (on x0's device).
+
+    Returns:
+        The loss, a scalar tensor.
     """
-    if not callable(eps_model):
-        raise TypeError(f"eps_model must be callable, got {type(eps_model).__name__}")
-    _check_tensor("x0", x0, min_ndim=2)
-    if x0.shape[0] == 0:
-        raise ValueError("x0 must hold at least one sample, got batch size 0")
-    _check_schedule("alphas_cumprod", alphas_cumprod, 0.0, 1.0)
-    _check_generator(generator)
-    T = alphas_cumprod.numel()
+    _check_type("eps_model", eps_model, Callable)
+    _check_tensor("x0", x0, ndim=2, rows=1)
+    _check_betas(betas)
+    _check_type("generator", generator, torch.Generator, type(None))
+    T = betas.numel()
+    abar = torch.cumprod(1 - betas.to(x0.device, torch.float64), 0).to(x0.dtype)
     t = torch.randint(1, T + 1, (x0.shape[0],), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    abar = _broadcast(alphas_cumprod.to(x0.device, x0.dtype)[t - 1], x0)
-    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps                  # (1)
+    abar_t = abar[t - 1].reshape(-1, *[1] * (x0.ndim - 1))                  # [B, 1, ..., 1]
+    x_t = abar_t.sqrt() * x0 + (1 - abar_t).sqrt() * eps                     # (1)
     eps_pred = _check_output(eps_model(x_t, t.to(x0.dtype) / T), x_t)
-    return ((eps_pred - eps) ** 2).mean()                              # (2)
+    return ((eps_pred - eps) ** 2).mean()                                    # (2)
 
 
-# --------------------------------------------------------------------------- sampling
+# ----------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def ddpm_sample(eps_model: EpsModel, shape: Sequence[int], betas: torch.Tensor, *,
-                generator: Optional[torch.Generator] = None,
-                record_x0: Union[bool, int] = True,
-                dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Ancestral DDPM sampling (4) with the fixed-large variance sigma_t^2 = beta_t.
+                timesteps: Sequence[int] | torch.Tensor | None = None, generator: torch.Generator | None = None,
+                trajectory: list | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Ancestral DDPM sampling (4) with the fixed-large variance, over all steps or a subsequence.
 
-    shape: (B, ...) of the samples; betas: [T] (from :func:`linear_beta_schedule`); everything
-    runs on ``betas.device`` in ``dtype``. Returns ``(samples [B, ...], x0_traj)`` where
-    ``x0_traj`` is [T, B, ...], the predicted x_0 (3) at every step in reverse-time order
-    (``x0_traj[0]`` at t = T, ``x0_traj[-1]`` at t = 1). ``record_x0=False`` returns None
-    instead; an int k keeps only the last k steps ([k, B, ...]), which is all
-    :func:`trajectory_variance` needs and saves memory on large batches.
+    Args:
+        eps_model: ``eps_model(x_t [B, ...], t / T [B]) -> [B, ...]``.
+        shape: ``(B, ...)`` of the samples.
+        betas: the training schedule [T]; sampling runs on ``betas.device`` in ``dtype``.
+        timesteps: the steps to visit, strictly decreasing in 1..T (default T, T - 1, ..., 1);
+            between visited steps the respaced beta' of (4) is used.
+        generator: optional ``torch.Generator`` (on ``betas.device``).
+        trajectory: if a list, receives x0hat (3) [B, ...] once per visited step, in the order
+            visited; a ``collections.deque(maxlen=k)`` keeps only the last k (all that
+            :func:`trajectory_variance` needs: memory).
+        dtype: the samples' floating dtype.
+
+    Returns:
+        The samples x_0 [B, ...].
     """
-    if not callable(eps_model):
-        raise TypeError(f"eps_model must be callable, got {type(eps_model).__name__}")
-    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 2:
-        raise ValueError(f"shape must be a sequence (B, ...) of at least 2 ints, got {shape!r}")
-    for i, size in enumerate(shape):
-        _check_int(f"shape[{i}]", size, 1)
-    _check_schedule("betas", betas, 0.0, 1.0)
-    if bool((betas >= 1).any()):
-        raise ValueError("betas must lie in (0, 1)")
-    _check_generator(generator)
-    T = betas.numel()
-    if isinstance(record_x0, bool):
-        last = T if record_x0 else 0
-    else:
-        _check_int("record_x0", record_x0, 1, T)
-        last = record_x0
-
-    device = betas.device
-    betas64 = betas.to(torch.float64)
-    alphas_cumprod = torch.cumprod(1 - betas64, 0)
-    x = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)   # x_T ~ N(0, I)
-    traj = torch.empty((last, *shape), device=device, dtype=dtype) if last else None
-    for t in range(T, 0, -1):
-        beta, abar = betas64[t - 1].item(), alphas_cumprod[t - 1].item()
-        # t / T for every row [B], as a view of one value: a model may compute its time embedding once
-        t_batch = torch.full((1,), t / T, device=device, dtype=dtype).expand(shape[0])
-        eps = eps_model(x, t_batch)
-        if t == T:
-            _check_output(eps, x)
-        if traj is not None and t <= last:
-            traj[last - t] = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)        # (3)
-        mean = (x - beta / math.sqrt(1 - abar) * eps) / math.sqrt(1 - beta)            # (4), mean
-        if t > 1:
-            z = torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-            x = mean + math.sqrt(beta) * z                                             # (4), sigma_t^2 = beta_t
-        else:
-            x = mean
-    return x, traj
+    _check_type("eps_model", eps_model, Callable)
+    _check(len(shape) >= 2 and all(isinstance(n, int) and n >= 1 for n in shape), "shape", "(B, ...), ints >= 1", shape)
+    _check_betas(betas)
+    steps = list(range(len(betas), 0, -1)) if timesteps is None else _timesteps(timesteps, len(betas))
+    _check_type("generator", generator, torch.Generator, type(None))
+    _check_type("trajectory", trajectory, list, deque, type(None))
+    T, B, device = betas.numel(), shape[0], betas.device
+    abar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas.double().cpu(), 0)]).tolist()
+    x = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)       # x_T ~ N(0, I)
+    for s, t in zip(steps, steps[1:] + [0]):
+        eps = _check_output(eps_model(x, torch.full((B,), s / T, device=device, dtype=dtype)), x)
+        if trajectory is not None:
+            trajectory.append((x - math.sqrt(1 - abar[s]) * eps) / math.sqrt(abar[s]))  # (3)
+        beta = 1 - abar[s] / abar[t]                                                    # (4), respaced beta'
+        x = (x - beta / math.sqrt(1 - abar[s]) * eps) / math.sqrt(1 - beta)            # (4), the mean
+        if t > 0:
+            x = x + math.sqrt(beta) * torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
+    return x
 
 
-# --------------------------------------------------------------------------- detection and filtering
-def trajectory_variance(x0_traj: torch.Tensor, last_k: int = 10) -> torch.Tensor:
-    """Hal (6): the variance of x0hat over the last ``last_k`` reverse steps, averaged over dims.
+# ----------------------------------------------------------------------------------------------
+# Detection and filtering
+# ----------------------------------------------------------------------------------------------
+def trajectory_variance(x0_traj: torch.Tensor | Sequence[torch.Tensor], last_k: int = 10) -> torch.Tensor:
+    """Hal (6): the population variance of x0hat over the last ``last_k`` steps, averaged over dims.
 
-    x0_traj: [T, B, ...] in reverse-time order (as :func:`ddpm_sample` returns it). Returns [B].
-    The variance is the population variance (numpy's default, as in the official code).
+    Args:
+        x0_traj: the ``trajectory`` that :func:`ddpm_sample` filled (x0hat [B, ...] per visited step,
+            in the order visited), or the same stacked, [n, B, ...].
+        last_k: the window, 2 <= last_k <= n (numpy's default variance, as in the official code).
+
+    Returns:
+        Hal [B].
     """
-    _check_tensor("x0_traj", x0_traj, min_ndim=2)
     _check_int("last_k", last_k, 2)
-    if last_k > x0_traj.shape[0]:
-        raise ValueError(f"last_k must be <= the trajectory length {x0_traj.shape[0]}, got {last_k}")
-    window = x0_traj[-last_k:]                                         # [k, B, ...], t = k..1
-    per_dim = window.var(dim=0, unbiased=False)                        # [B, ...]
-    return per_dim.flatten(start_dim=1).mean(dim=1)                    # (6), [B]
+    if isinstance(x0_traj, (list, tuple, deque)) and x0_traj:
+        x0_traj = torch.stack(tuple(x0_traj)[-last_k:])                 # a trajectory: its last k entries
+    _check_tensor("x0_traj", x0_traj, ndim=2, rows=last_k)
+    window = x0_traj[-last_k:]                                         # [k, B, ...]
+    variance = ((window - window.mean(dim=0)) ** 2).mean(dim=0)      # population variance [B, ...]
+    return variance.flatten(start_dim=1).mean(dim=1)                 # (6), [B]
 
 
-def filter_by_variance(samples: torch.Tensor, scores: torch.Tensor, *, keep: Optional[int] = None,
-                       threshold: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The filter (7): keep the ``keep`` lowest-score samples, or those with score < ``threshold``.
+def filter_by_variance(samples: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The filter (7) of the official code: keep the ``keep`` samples with the lowest scores.
 
-    samples: [B, ...]; scores: [B] (from :func:`trajectory_variance`). Give exactly one of
-    ``keep`` (the official code's rank rule) and ``threshold``. Returns ``(kept [B', ...], mask [B])``
-    with ``mask`` a bool tensor marking the kept samples (order preserved).
+    A fixed threshold is ``scores < threshold``; :func:`filter_tradeoff` shows every choice of ``keep``.
+
+    Args:
+        samples: [B, ...].
+        scores: Hal [B] (from :func:`trajectory_variance`).
+        keep: how many to keep, 0 <= keep <= B.
+
+    Returns:
+        ``(kept [keep, ...], mask [B])``: the kept samples in their order, and a bool mask of them.
     """
     _check_tensor("samples", samples)
-    _check_tensor("scores", scores)
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be 1-D [B], got shape {tuple(scores.shape)}")
-    if scores.shape[0] != samples.shape[0]:
-        raise ValueError(f"scores must have one entry per sample: {scores.shape[0]} scores "
-                         f"for {samples.shape[0]} samples")
-    if (keep is None) == (threshold is None):
-        raise ValueError("give exactly one of keep and threshold")
-    if keep is not None:
-        _check_int("keep", keep, 0, samples.shape[0])
-        mask = torch.zeros(samples.shape[0], dtype=torch.bool, device=samples.device)
-        mask[torch.argsort(scores, stable=True)[:keep].to(samples.device)] = True   # (7), rank rule
-    else:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise TypeError(f"threshold must be a finite float, got {threshold!r}")
-        mask = (scores < threshold).to(samples.device)                              # (7), threshold rule
+    _check(isinstance(scores, torch.Tensor) and scores.shape == samples.shape[:1], "scores", "a tensor [B]", scores)
+    _check_int("keep", keep, 0, len(samples))
+    mask = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
+    mask[torch.argsort(scores, stable=True)[:keep].to(samples.device)] = True   # (7), the rank rule
     return samples[mask], mask
 
 
-# --------------------------------------------------------------------------- demo
+def filter_tradeoff(scores: torch.Tensor, hallucinated: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The paper's measure of (7): for every ``keep`` = 1..B, the share of hallucinations removed and of
+    in-support samples kept ("removes > 95% of hallucinations while retaining 96% of in-support samples").
+
+    Args:
+        scores: Hal [B].
+        hallucinated: bool [B], True for out-of-support samples (both groups non-empty).
+
+    Returns:
+        ``(removed [B], kept [B], thresholds [B])``: entry i keeps the i + 1 lowest scores, which is
+        the threshold rule just above ``thresholds[i]``.
+    """
+    _check_tensor("scores", scores)
+    _check_type("hallucinated", hallucinated, torch.Tensor)
+    _check(hallucinated.shape == scores.shape and 0 < hallucinated.sum() < len(scores), "hallucinated",
+           "shaped like scores, with some but not all True", hallucinated)
+    order = torch.argsort(scores, stable=True)
+    h = hallucinated[order.to(hallucinated.device)].double()
+    removed = 1 - torch.cumsum(h, 0) / h.sum()                          # hallucinations not among the kept
+    kept = torch.cumsum(1 - h, 0) / (1 - h).sum()                       # in-support samples among the kept
+    return removed, kept, scores[order]
+
+
+# ----------------------------------------------------------------------------------------------
+# Demo
+# ----------------------------------------------------------------------------------------------
 class _TinyEpsMLP(torch.nn.Module):
     """eps_theta(x_t, t/T) for the demo ([B, D], [B] -> [B, D]): a SiLU MLP whose every hidden layer
     also receives an embedding c of sinusoidal time features, h_{l+1} = SiLU(W_l h_l + V_l c)."""
@@ -294,42 +333,40 @@ def _demo(seed: int = 0) -> None:
     """Train a small DDPM on three narrow 1D Gaussians, count and filter its hallucinations."""
     import time
 
-    start = time.perf_counter()
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
+    start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     means, std = torch.tensor([1.0, 2.0, 3.0]), 0.05            # the official 1D experiment
-    n_train, steps, batch = 2_000, 3_000, 256
+    n_train, steps, batch, n, last_k = 2_000, 3_000, 512, 10_000, 10
     x_train = (means[torch.randint(0, 3, (n_train,), generator=gen)]
                + std * torch.randn(n_train, generator=gen))[:, None]
-
-    # T = 100 steps, so the last 5 steps span the noise levels of the official last 10 of 1000
-    betas = linear_beta_schedule(100, 1e-3, 0.2)
-    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    betas = linear_beta_schedule(1000, 1e-3, 0.2)               # the official schedule
     model = _TinyEpsMLP(dim=1)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
-        batch_x = x_train[torch.randint(0, n_train, (batch,), generator=gen)]
-        loss = ddpm_loss(model, batch_x, alphas_cumprod, generator=gen)
+        loss = ddpm_loss(model, x_train[torch.randint(0, n_train, (batch,), generator=gen)], betas, generator=gen)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
 
-    n, drop, last_k = 20_000, 0.05, 5
-    samples, x0_traj = ddpm_sample(model, (n, 1), betas, generator=gen, record_x0=last_k)
-    distance = (samples - means[None, :]).abs().min(dim=1).values   # to the nearest mode
-    hallucinated = distance > 4 * std                                # out of support: > 4 std from every mode
-    scores = trajectory_variance(x0_traj, last_k=last_k)
-    kept, mask = filter_by_variance(samples, scores, keep=int(n * (1 - drop)))
-    print(f"1D mixture of N({means.tolist()}, {std}^2); {n_train} training points, {steps} steps")
-    print(f"hallucination rate before filtering: {hallucinated.float().mean().item():.2%} of {n} samples "
-          f"(farther than 4 std from every mode)")
-    print(f"hallucination rate after filtering:  {hallucinated[mask].float().mean().item():.2%} of "
-          f"{mask.sum().item()} kept (the {drop:.0%} highest trajectory variances dropped)")
-    print(f"hallucinations removed: {(~mask[hallucinated]).float().mean().item():.1%}; "
-          f"in-support samples kept: {mask[~hallucinated].float().mean().item():.1%}  "
-          f"[{time.perf_counter() - start:.1f} s]")
+    # abar_t < 0.02 above t = 200: cross that pure-noise stretch in strides of 40, then visit every step
+    timesteps = list(range(1000, 200, -40)) + list(range(200, 0, -1))
+    window = deque(maxlen=last_k)                               # only the last k x0hat are kept
+    samples = ddpm_sample(model, (n, 1), betas, timesteps=timesteps, generator=gen, trajectory=window)
+    hallucinated = (samples - means).abs().min(dim=1).values > 4 * std      # > 4 std from every mode
+    scores = trajectory_variance(window, last_k=last_k)
+    rows = [("no filter", torch.ones(n, dtype=torch.bool)), ("random 95%", torch.rand(n, generator=gen) < 0.95),
+            ("variance filter 95%", filter_by_variance(samples, scores, keep=int(0.95 * n))[1])]
+    print(f"1D mixture N({means.tolist()}, {std}^2), {n_train:,} points, {steps:,} training steps; {n:,} samples, "
+          f"{len(timesteps)} of T = 1000 steps (beta 1e-3..0.2), Hal over the last {last_k}")
+    print(f"{'':<20} {'kept':>7} {'hallucinated':>13} {'hallucinations removed':>22}")
+    for name, mask in rows:
+        print(f"{name:<20} {mask.sum().item():>7,} {hallucinated[mask].float().mean().item():>13.2%} "
+              f"{(~mask[hallucinated]).float().mean().item():>22.1%}")
+    print(f"[{time.perf_counter() - start:.1f} s on one thread]")
 
 
 if __name__ == "__main__":

@@ -349,6 +349,23 @@ class GaussianMixture:
         """The optimal noise prediction E[eps | x_t] = (x_t - a E[x_0 | x_t]) / s = -s * score  [B, D]."""
         return self._forward_quantity(x_t, a, s, "eps")
 
+    def ddpm_eps_model(self, betas: torch.Tensor):
+        """The exact noise prediction as a DDPM model: ``eps_model(x_t [B, D], t / T [B]) -> [B, D]``.
+
+        ``betas`` [T] is the schedule (``minimal/hallucination.py``'s ``linear_beta_schedule``): the model
+        reads the step t from t / T and returns :meth:`eps` at a = sqrt(abar_t), s = sqrt(1 - abar_t).
+        """
+        if not isinstance(betas, torch.Tensor) or betas.dim() != 1 or betas.numel() == 0:
+            raise ValueError(f"betas must be a 1-D tensor [T], got {betas!r:.60}")
+        alphas_cumprod = torch.cumprod(1 - betas.detach().to(torch.float64), 0)
+        T = betas.numel()
+
+        def eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            abar = alphas_cumprod.to(x_t.device)[torch.round(t * T).long() - 1]  # t / T -> step t -> row t - 1
+            return self.eps(x_t, abar.sqrt(), (1 - abar).sqrt())
+
+        return eps_model
+
     def _forward_quantity(self, x_t, a, s, what: str, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         x_t, x, a, s = self._prepare(x_t, a, s)
         return self._evaluate(x, a, s, what, mask).to(x_t.dtype)
