@@ -32,9 +32,10 @@ The race needs ``log2 E``, not ``E``: with ``X = -log2 u = E / ln 2`` and the ke
 
     s_v = scale * k_v - log2 X_v                                                              (1)
 
-differs from ``log2 p_v / T - log2 E_v`` by the same constant ``log2 ln 2`` for every class. On the upper region ``log2 X = log2(-log2 a)``, two logarithms. On the
-lower region ``log2 X = log2 a + R(a)`` with ``R(t) = log2(-log2(1 - t) / t)`` a degree-5 minimax
-polynomial on [0, 1/4] (absolute error 2^-23.5): no logarithm of ``1 - t`` (whose rounding would cost
+differs from ``log2 p_v / T - log2 E_v`` by the same constant ``log2 ln 2`` for every class. On the
+upper region ``log2 X = log2(-log2 a)``, two logarithms. On the lower region
+``log2 X = log2 a + R(a)`` with ``R(t) = log2(-log2(1 - t) / t)`` a degree-5 minimax polynomial on
+[0, 1/4] (absolute error 2^-23.5): no logarithm of ``1 - t`` (whose rounding would cost
 2^-24 / |ln(1 - t)| relative) and no division.
 
 **The race in differences.** The score (1) is never formed: ``scale * k_v`` can be huge (logits
@@ -68,10 +69,10 @@ matching grid points, probability <= 2^-32 per pair: far below the rounding of f
 Pointwise, the CDF of the quantized ``E`` is off by at most half a cell: 2^-65 on the fine grid, and
 2^-33 on the coarse one, a relative 2^-17 of ``F`` or ``1 - F`` there, which averages out as above.
 
-**What it guarantees.** (1) Resolution: the smallest ``E`` is 2.7e-20 (the largest 45.05), against
+**What it guarantees.** Resolution: the smallest ``E`` is 2.7e-20 (the largest 45.05), against
 6e-8 for the float32 race. A class of mass ratio ``r`` to the rest wins with probability
 ``r / (1 + r)`` times ``1 - (2^-64 / r)^2 / 24``: exact to a relative 1e-6 down to ``r ~ 1e-17``, to
-1% at ``r ~ 1e-19``; the float32 race loses everything below ``r ~ 6e-8``. (2) Arithmetic: with an
+1% at ``r ~ 1e-19``; the float32 race loses everything below ``r ~ 6e-8``. Arithmetic: with an
 accurate float32 ``log2`` (the interpreter's numpy; the libdevice variant on CUDA)
 ``|error of log2 X| <= 2^-21 max(1, |log2 X|)`` (checked against float64 in
 ``tests/test_kernels_exactness.py``); with the hardware's ``lg2.approx`` (the default on CUDA; PTX ISA:
@@ -95,8 +96,8 @@ One program handles ``ROWS`` rows and walks along them in tiles of ``BLOCK = 4 Q
 ``q`` of a tile holds four consecutive columns, the four words of one Philox call (counter
 ``(row, column // 4, 0, 0)``). It loads each input element once (bf16/fp16/fp32/fp64 logits, or
 non-negative probabilities), makes its noise in registers, and keeps per slot its leader (key,
-noise, column), reduced across the row once at the end (3). A tile that holds an element needing refinement
-(6% of 2048-element tiles) computes the second stream (counter ``(row, column // 4, 2, 0)``) for the
+noise, column), reduced across the row once at the end (3). A tile that holds an element needing
+refinement (6% of 2048-element tiles) computes the second stream (counter ``(row, column // 4, 2, 0)``) for the
 whole tile; the test for it is one reduction per tile. It writes one int64 per row. Bytes moved:
 ``N * V * itemsize + 8 N``, a single read of the input: the sampler is a reduction. Its speed is set
 by arithmetic: compiled for an H100 the main loop runs about 39 instructions per bf16 element (a
@@ -534,9 +535,9 @@ def check_backend(backend) -> None:
 
 
 def check_seed_and_generator(seed, generator, device: torch.device) -> None:
-    """The randomness arguments of every sampler in kernels/ (shared with kernels.fhs): ``seed`` an int in [0, 2^62) (the same
-    range for both backends) or None; ``generator`` a ``torch.Generator`` on ``device``'s type or None;
-    not both. TypeError for a wrong type, ValueError for a wrong value."""
+    """The randomness arguments of every sampler in kernels/ (shared with kernels.fhs): ``seed`` an
+    int in [0, 2^62) (the same range for both backends) or None; ``generator`` a ``torch.Generator``
+    on ``device``'s type or None; not both. TypeError for a wrong type, ValueError for a wrong value."""
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int in [0, 2**{SEED_BITS}) or None, got {type(seed).__name__}")

@@ -255,4 +255,5 @@ def test_empty_batches_give_empty_results(backend):
     assert sample(logits=p, generator=g, backend=backend).shape == (0,)
     assert sample(probs=p, extra_mass=torch.ones(0, device=DEVICE), seed=0, backend=backend).shape == (0,)
     none = torch.zeros(0, dtype=torch.int64, device=DEVICE)
-    assert sample(probs=torch.rand(3, 5, device=DEVICE), rows=none, extra_mass=0.5, seed=0, backend=backend).shape == (0,)
+    q = torch.rand(3, 5, device=DEVICE)
+    assert sample(probs=q, rows=none, extra_mass=0.5, seed=0, backend=backend).shape == (0,)

@@ -257,5 +257,6 @@ def test_empty_batches_give_empty_results(backend):
     assert x.shape == (0, L) and times.shape == (0, L) and nfe == 0
     x, nfe = mdlm_sample(model, empty, MASK, 4, output="logits", seed=0, backend=backend)
     assert x.shape == (0, L) and nfe == 0
-    assert mdlm_step(torch.rand(0, L, V, device=DEVICE), empty, MASK, 0.5, 0.25, seed=0, backend=backend).shape == (0, L)
+    mu = torch.rand(0, L, V, device=DEVICE)
+    assert mdlm_step(mu, empty, MASK, 0.5, 0.25, seed=0, backend=backend).shape == (0, L)
     assert model.calls == 0
