@@ -5,7 +5,12 @@
 Serves SITE_DIR (default: site/) on 127.0.0.1 and, for every page, checks that it loads with no
 console error, that no request leaves localhost, that math is typeset (no raw $...$ left in the
 text), that every image loads, that every internal link resolves, and that a notebook page's
-Colab button points at the repository's copy of that notebook. Saves a screenshot per page.
+Colab button points at the repository's copy of that notebook. Then the layout, at two widths:
+- desktop (1280 px): a notebook's content column is at least MIN_NOTEBOOK_WIDTH px wide, and a code
+  line of up to FIT_CHARS characters shows whole (no scrolling); no code is clipped out of reach;
+- phone (390 px): a notebook's Colab and download buttons sit above its title, a title's first
+  line holds more than one word, and nothing is wider than the screen.
+Saves a full-page screenshot of every page at both widths (NAME.png, NAME@390.png).
 
 Chromium is Debian's (/usr/bin/chromium, `apt-get install --no-install-recommends chromium`),
 driven by Playwright's Python package, which downloads no browser of its own. Build the site with
@@ -27,6 +32,14 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"]
 RAW_TEX = r"/\$[^$\s][^$]*\$|\\\(|\\\[/"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+MIN_NOTEBOOK_WIDTH = 900
+FIT_CHARS = 120   # at 1280 px a notebook code line this long shows without scrolling
+# Every wait on the browser (page loads, scripts, link requests) in ms. Unloaded, a page of this site
+# loads and is checked in at most ~2 s (the longest, a notebook page with its figures); 60 s keeps a
+# margin of 30x, so that a busy shared machine never fails the check.
+TIMEOUT_MS = 60_000
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -70,7 +83,7 @@ def check_page(page, base: str, path: str, shots: pathlib.Path | None) -> tuple[
     links = page.evaluate("() => [...document.querySelectorAll('article a[href]')].map(a => a.href)")
     for link in sorted(set(links)):
         if link.startswith(base) and link.split("#")[0] != (base + path).split("#")[0]:
-            status = page.request.get(link.split("#")[0]).status
+            status = page.request.get(link.split("#")[0], timeout=TIMEOUT_MS).status
             if status >= 400:
                 problems.append(f"broken link ({status}): {link}")
     colab = expected_colab(path)
@@ -78,10 +91,82 @@ def check_page(page, base: str, path: str, shots: pathlib.Path | None) -> tuple[
         hrefs = page.evaluate("() => [...document.querySelectorAll('a.dfm-colab')].map(a => a.href)")
         if hrefs != [colab]:
             problems.append(f"Colab button points at {hrefs}, expected {colab}")
-    if shots is not None:
-        name = (path.strip("/") or "home").replace("/", "__") + ".png"
-        page.screenshot(path=str(shots / name), full_page=True)
+    problems += layout_problems(page, phone=False)
+    _screenshot(page, path, shots, "")
     return problems, formulas
+
+
+# The layout facts one page reports, read in the browser. Code boxes are notebook code cells; a box
+# "scrolls" when its text is wider than the box, and is "clipped" when it does and cannot scroll.
+_LAYOUT = """() => {
+  const box = s => { const e = document.querySelector(s); return e && e.getBoundingClientRect().toJSON(); };
+  const code = [...document.querySelectorAll('.jupyter-wrapper .jp-InputArea-editor')].map(e => {
+    const lines = e.innerText.split('\\n'), longest = Math.max(0, ...lines.map(l => l.length));
+    const pre = e.querySelector('pre'), width = pre ? pre.scrollWidth : 0;
+    let scrolls = false, clipped = false;
+    for (let x = pre && pre.parentElement; x && x !== e.parentElement; x = x.parentElement) {
+      const o = getComputedStyle(x).overflowX;
+      if (o === 'auto' || o === 'scroll') { scrolls = width > x.clientWidth + 1; break; }
+      if ((o === 'hidden' || o === 'clip') && width > x.clientWidth + 1) { clipped = true; break; }
+    }
+    return {longest, scrolls, clipped, text: lines.reduce((a, b) => b.length > a.length ? b : a, '')};
+  });
+  const h1 = document.querySelector('article h1');
+  let firstLine = null, words = 0;
+  if (h1) {
+    const walker = document.createTreeWalker(h1, NodeFilter.SHOW_TEXT);
+    const tops = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      for (const m of n.textContent.matchAll(/\\S+/g)) {
+        const r = document.createRange(); r.setStart(n, m.index); r.setEnd(n, m.index + m[0].length);
+        const rect = r.getClientRects()[0]; if (rect && m[0] !== '¶') tops.push(Math.round(rect.top));
+      }
+    }
+    words = tops.length; firstLine = tops.filter(t => Math.abs(t - tops[0]) < 4).length;
+  }
+  return {notebook: box('.jupyter-wrapper .jp-Notebook'), h1: h1 && h1.getBoundingClientRect().toJSON(),
+          colab: box('.dfm-nb-actions'), code, words, firstLine,
+          pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth};
+}"""
+
+
+def layout_problems(page, phone: bool) -> list[str]:
+    """What is wrong with the page's layout at the current viewport (desktop or phone)."""
+    facts = page.evaluate(_LAYOUT)
+    problems = [f"code clipped out of reach: {c['text'][:60]!r}" for c in facts["code"] if c["clipped"]]
+    nb = facts["notebook"]
+    if not phone and nb and nb["width"] < MIN_NOTEBOOK_WIDTH:
+        problems.append(f"notebook column {nb['width']:.0f} px wide at {facts['viewport']} px (at least {MIN_NOTEBOOK_WIDTH})")
+    if not phone and nb:
+        cut = [c for c in facts["code"] if c["scrolls"] and c["longest"] <= FIT_CHARS]
+        problems += [f"a {c['longest']}-character code line is cut off at {facts['viewport']} px: {c['text'][:60]!r}"
+                     for c in cut[:3]]
+    if phone:
+        if facts["pageWidth"] > facts["viewport"] + 1:
+            problems.append(f"the page is {facts['pageWidth']} px wide on a {facts['viewport']} px phone")
+        if nb and facts["h1"] and not (facts["colab"] and facts["colab"]["bottom"] <= facts["h1"]["top"] + 1):
+            problems.append("on a phone the Colab and download buttons are not above the title")
+        if facts["words"] > 1 and facts["firstLine"] < 2:
+            problems.append(f"on a phone the title's first line holds one word ({facts['words']} words in all)")
+    return problems
+
+
+def _screenshot(page, path: str, shots: pathlib.Path | None, suffix: str) -> None:
+    if shots is not None:
+        name = (path.strip("/") or "home").replace("/", "__") + suffix + ".png"
+        page.screenshot(path=str(shots / name), full_page=True)
+
+
+def check_phone(page, base: str, path: str, shots: pathlib.Path | None) -> list[str]:
+    """The same page on a phone: console errors and the layout checks; a screenshot NAME@390.png."""
+    problems: list[str] = []
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console error (phone): {m.text}"))
+    page.on("pageerror", lambda e: problems.append(f"page error (phone): {e}"))
+    page.goto(base + path, wait_until="networkidle")
+    page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+    problems += layout_problems(page, phone=True)
+    _screenshot(page, path, shots, f"@{PHONE['width']}")
+    return problems
 
 
 def pages_of(site: pathlib.Path) -> list[str]:
@@ -100,8 +185,7 @@ def check_site(site: pathlib.Path, shots: pathlib.Path | None, port: int = 0, ec
     found: dict[str, list[str]] = {}
     outside: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, timeout=TIMEOUT_MS)
 
         def guard(route):  # nothing may leave localhost
             host = urllib.parse.urlsplit(route.request.url).hostname
@@ -110,18 +194,26 @@ def check_site(site: pathlib.Path, shots: pathlib.Path | None, port: int = 0, ec
             outside.append(route.request.url)
             return route.abort()
 
-        context.route("**/*", guard)
+        contexts = {}
+        for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            contexts[name] = browser.new_context(viewport=viewport)
+            contexts[name].set_default_timeout(TIMEOUT_MS)
+            contexts[name].route("**/*", guard)
         for path in pages_of(site):
-            page = context.new_page()
-            before = len(outside)
+            start, before = time.perf_counter(), len(outside)
+            page = contexts["desktop"].new_page()
             problems, formulas = check_page(page, base, path, shots)
+            page.close()
+            page = contexts["phone"].new_page()
+            problems += check_phone(page, base, path, shots)
+            page.close()
             problems += [f"request left localhost: {u}" for u in outside[before:]]
             found[path] = problems
             if echo:
-                print(f"{'ok  ' if not problems else 'FAIL'} /{path:<40} {formulas:4d} formulas")
+                print(f"{'ok  ' if not problems else 'FAIL'} /{path:<40} {formulas:4d} formulas "
+                      f"{time.perf_counter() - start:5.1f} s")
                 for problem in problems:
                     print(f"       {problem}")
-            page.close()
         browser.close()
     server.shutdown()
     return found
