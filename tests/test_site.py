@@ -76,3 +76,51 @@ def test_a_missing_link_target_in_a_notebook_fails_the_build(tmp_path):
     result = mkdocs_build(config, tmp_path / "out")
     assert result.returncode != 0
     assert "missing.ipynb" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# One template for the lesson pages (CONTRIBUTING.md, "The page: one template")
+# ------------------------------------------------------------------------------------------------
+TEMPLATE = ["The idea in plain words", "The math", "What to look at", "Paper vs this course",
+            "Where this course differs from the official code, and why", "Exercises"]
+NOTEBOOK_SUBSECTIONS = ["The 1D/2D notebook", "The 32x32 notebook"]
+LESSON_PAGES = sorted((ROOT / "lessons").glob("0[1-5]*/index.md"))
+
+
+def headings(markdown: str) -> list[tuple[int, str]]:
+    """(level, text) of every ATX heading outside fenced code blocks."""
+    found, fence = [], None
+    for line in markdown.splitlines():
+        marker = re.match(r"\s*(```+|~~~+)", line)
+        if marker:
+            fence = None if fence and marker.group(1).startswith(fence) else (fence or marker.group(1))
+            continue
+        heading = re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if heading and fence is None:
+            found.append((len(heading.group(1)), heading.group(2)))
+    return found
+
+
+def test_the_heading_reader_skips_code_and_reads_levels():
+    assert headings("# T\n```python\n# a comment\n## not a heading\n```\n## A ##\n### B") == [
+        (1, "T"), (2, "A"), (3, "B")]
+
+
+def test_there_are_five_lesson_pages():
+    assert [p.parent.name[:2] for p in LESSON_PAGES] == ["01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("page", LESSON_PAGES, ids=lambda p: p.parent.name)
+def test_lesson_page_follows_the_template(page):
+    found = headings(page.read_text())
+    number = page.parent.name[:2]
+    assert found and found[0][0] == 1 and re.fullmatch(rf"Lesson {number} · \S.*", found[0][1]), \
+        f"title {found[:1]}: expected '# Lesson {number} · Title'"
+    assert [text for level, text in found if level == 2] == TEMPLATE
+    look = found.index((2, "What to look at"))
+    end = next(i for i in range(look + 1, len(found)) if found[i][0] <= 2)
+    subsections = [text for level, text in found[look + 1:end] if level == 3]
+    if number == "05":  # no notebooks of its own: the kernel's table and the roofline instead
+        assert subsections, "'What to look at' needs ### subsections (the kernel's table, the roofline)"
+    else:
+        assert subsections == NOTEBOOK_SUBSECTIONS
