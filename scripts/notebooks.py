@@ -84,6 +84,7 @@ def pinned_commit(nb: nbformat.NotebookNode) -> str | None:
 
 
 def _git(*args: str) -> str:
+    # 60 s: these git calls take milliseconds unloaded; the limit only stops a hung git.
     return subprocess.run([GIT, *args], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60).stdout
 
 
@@ -215,7 +216,7 @@ def _commit_exists(commit: str) -> bool:
     return True
 
 
-def run(path: pathlib.Path, run_mode: str, timeout: int) -> float:
+def run(path: pathlib.Path, run_mode: str, timeout: int | None = None) -> float:
     """Execute ``path`` in place on a fresh kernel with DFM_MODE=run_mode; returns seconds.
 
     The notebook is written (stamped, its install cell pinned to the commit executed) only when
@@ -251,7 +252,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("run")
     p.add_argument("notebooks", nargs="+")
     p.add_argument("--mode", choices=("quick", "full"), required=True)
-    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    # No limit by default: an author watches this run, and a CIFAR notebook's no-GPU run may take up
+    # to an hour, so any fixed limit would either end hours of work or be no limit at all.
+    p.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: no limit)")
     args = parser.parse_args(argv)
     if args.command == "stamp":
         for path in _targets(args.notebooks):

@@ -42,3 +42,14 @@ def test_setup_seeds_and_picks(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "mode: quick" in out and "torch" in out
     assert nb.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_test_commands_timeouts_keep_five_times_an_unloaded_run():
+    """A busy shared machine must not fail the test command: every limit is >= 5x an unloaded run."""
+    from scripts import browser_check, run_tests
+
+    quick_notebook_budget_s = 90  # DESIGN.md: any notebook in quick mode, all cells, unloaded
+    assert run_tests.CELL_TIMEOUT_S >= 5 * quick_notebook_budget_s
+    assert f"--nbval-cell-timeout={run_tests.CELL_TIMEOUT_S}" in run_tests.STAGES[1][1]
+    assert run_tests.KERNEL_STARTUP_TIMEOUT_S >= 5 * 2  # a kernel starts in ~1-2 s unloaded
+    assert browser_check.TIMEOUT_MS >= 5 * 2_000  # a page loads and is checked in ~2 s unloaded
