@@ -124,3 +124,13 @@ def test_lesson_page_follows_the_template(page):
         assert subsections, "'What to look at' needs ### subsections (the kernel's table, the roofline)"
     else:
         assert subsections == NOTEBOOK_SUBSECTIONS
+
+
+@pytest.mark.parametrize("doc", ["README.md", "CONTRIBUTING.md"])
+def test_relative_links_in_the_repository_documents_point_at_files_that_exist(doc):
+    """Where the repository is browsed (GitHub, a clone) a link to a page made only by the site build is dead."""
+    text = re.sub(r"```.*?```", "", (ROOT / doc).read_text(), flags=re.S)
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not re.match(r"[a-z]+:|#", t)]
+    missing = [t for t in targets if t and not (ROOT / t).exists()]
+    assert not missing, f"{doc} links to {missing}, which are not files of the repository"
