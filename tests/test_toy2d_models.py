@@ -119,20 +119,29 @@ def test_mlp_output_shapes_and_time_forms():
     assert phi.shape == (5,)
 
 
-def test_a_shared_time_is_embedded_once_and_gives_the_per_row_answer(monkeypatch):
+def test_a_shared_time_is_detected_from_its_values_and_embedded_once(monkeypatch):
     model = MLP(2, hidden=16)
     x = torch.randn(6, 2)
+    t = torch.full((6,), 0.2)  # what minimal/hallucination.py's sampler passes: a plain [B] tensor
+    reference = model.network(x, model.condition(t, None))  # the network itself: one embedding per row
     rows_seen = []
     monkeypatch.setattr(model.time_mlp, "forward",
                         lambda f, inner=model.time_mlp.forward: rows_seen.append(f.shape[0]) or inner(f))
-    per_row = model(x, torch.tensor([0.2, 0.2, 0.2, 0.2, 0.2, 0.2]))
-    shared = model(x, torch.full((1,), 0.2).expand(6))  # what minimal/hallucination.py's sampler passes
-    assert rows_seen == [6, 1]
-    torch.testing.assert_close(shared, per_row)
+    torch.testing.assert_close(model(x, t), reference)
+    torch.testing.assert_close(model(x, torch.full((1,), 0.2).expand(6)), reference)  # a stride-0 view too
+    torch.testing.assert_close(model(x, 0.2), reference)
+    assert rows_seen == [1, 1, 1]
+    model(x, torch.linspace(0.1, 0.6, 6))  # different times: one embedding per row
+    assert rows_seen[-1] == 6
     # a time that needs its gradient (the Fokker-Planck residual) keeps one embedding per row
     t = torch.full((1,), 0.2, requires_grad=True)
     (dt,) = torch.autograd.grad(model(x, t.expand(6)).sum(), t)
     assert rows_seen[-1] == 6 and bool(dt != 0)
+    # so do per-row classes
+    conditional = MLP(2, hidden=16, num_classes=3)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    per_row = conditional.network(x, conditional.condition(torch.full((6,), 0.2), y))
+    torch.testing.assert_close(conditional(x, 0.2, y), per_row)
 
 
 def test_a_large_batch_goes_through_in_chunks_with_the_same_answer(monkeypatch):
@@ -141,10 +150,14 @@ def test_a_large_batch_goes_through_in_chunks_with_the_same_answer(monkeypatch):
     model = MLP(2, hidden=16, num_classes=3)
     x, t, y = torch.randn(50, 2), torch.rand(50), torch.randint(0, 4, (50,))
     whole = model(x, t, y)
+    passes = []
+    monkeypatch.setattr(model, "network", lambda xs, c, inner=model.network: passes.append(len(xs)) or inner(xs, c))
     monkeypatch.setattr(toy2d.mlp, "CHUNK_ELEMENTS", 16 * 7)  # 7 rows a pass: 8 passes, the last short
     torch.testing.assert_close(model(x, t, y), whole)
+    assert passes == [7] * 7 + [1]
     potential = MLP(2, hidden=16, output="potential")
     assert potential.score(x, 0.5).shape == (50, 2)  # the gradient flows through the chunks
+    torch.testing.assert_close(potential.score(x, 0.5), potential.score(x, torch.full((50,), 0.5)))
 
 
 def test_sinusoidal_features():
