@@ -1,10 +1,11 @@
 """One entry point for the datasets a recipe names, and the pixel <-> model-space conversions.
 
-    images, labels = load_dataset({"name": "shapes", "n": 5000, "seed": 0})
+    images, labels = load_dataset({"name": "shapes", "n": 5000, "seed": 0})                   # RGB variant
+    images, labels = load_dataset({"name": "shapes", "n": 5000, "seed": 0, "style": "grey"})  # the paper's
     images, labels = load_dataset({"name": "cifar10", "split": "train"})
     tokens, labels = load_dataset({"name": "shapes", "n": 5000, "tokens": {"kind": "grey", "levels": 256}})
 
-Images stay uint8 [N, 3, 32, 32] in memory (CIFAR-10 train is 150 MB); losses turn a batch into
+Images stay uint8 [N, C, 32, 32] in memory (C = 3; 1 for grey Simple Shapes) (CIFAR-10 train is 150 MB); losses turn a batch into
 model space, float in [-1, 1], with :func:`to_model_space`, and samples come back with
 :func:`to_uint8`. Labels are int64 [N]: the CIFAR-10 class, or the Simple Shapes class id (0..6,
 from the presence bits, see :func:`cifar.shapes.class_ids`).
@@ -35,6 +36,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
+def num_channels(spec: dict) -> int:
+    """Channels of the images a spec names: 3, or 1 for grey Simple Shapes (unless ``channels`` says 3)."""
+    if _name(spec) == "shapes" and spec.get("style", "rgb") == "grey":
+        return spec.get("channels", 1)
+    return 3
+
+
 def num_classes(spec: dict) -> int:
     """Number of classes of the dataset a spec names (7 for shapes, 10 for CIFAR-10)."""
     return 7 if _name(spec) == "shapes" else len(CIFAR10_CLASSES)
@@ -51,19 +59,24 @@ def _name(spec):
 def load_dataset(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(inputs, labels)`` a recipe's ``data`` spec names.
 
-    Keys: ``name`` ("shapes" | "cifar10"); shapes: ``n`` (default 5000), ``seed`` (default 0);
+    Keys: ``name`` ("shapes" | "cifar10"); shapes: ``n`` (default 5000), ``seed`` (default 0),
+    ``style`` ("rgb", the default, or "grey": the paper's dataset, see :mod:`cifar.shapes`),
+    ``channels`` (grey only: 1, the default, or 3);
     cifar10: ``split`` ("train" | "test"), ``classes`` (optional list of class indices to keep);
     both: ``limit`` (keep the first ``limit`` items), ``tokens`` (a dict of :class:`TokenView`
     arguments: inputs become int64 [N, L] instead of uint8 [N, 3, 32, 32]).
     """
     name = _name(spec)
-    known = {"name", "n", "seed", "split", "classes", "limit", "tokens"}
+    known = {"name", "n", "seed", "split", "classes", "limit", "tokens", "style", "channels"}
     if set(spec) - known:
         raise ValueError(f"spec has unknown keys {sorted(set(spec) - known)}; known: {sorted(known)}")
     if name == "shapes":
-        images, present = make_shapes(spec.get("n", 5000), seed=spec.get("seed", 0))
+        images, present = make_shapes(spec.get("n", 5000), seed=spec.get("seed", 0), style=spec.get("style", "rgb"),
+                                      channels=spec.get("channels"))
         labels = class_ids(present)
     else:
+        if spec.get("style") is not None or spec.get("channels") is not None:
+            raise ValueError("spec keys 'style' and 'channels' belong to the shapes dataset, not to cifar10")
         images, labels = load_cifar10(spec.get("split", "train"))
         if spec.get("classes") is not None:
             keep = torch.isin(labels, torch.as_tensor(spec["classes"]))
@@ -71,5 +84,5 @@ def load_dataset(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     if spec.get("limit") is not None:
         images, labels = images[: spec["limit"]], labels[: spec["limit"]]
     if spec.get("tokens") is not None:
-        images = TokenView(**spec["tokens"]).encode(images)
+        images = TokenView(**spec["tokens"]).encode(images.expand(-1, 3, -1, -1).contiguous())  # grey: its one plane
     return images, labels

@@ -14,6 +14,10 @@ cache of trained runs):
 * ``diffusion``: settings the lesson's loss and sampler read (the trainer ignores them, the cache key
   does not): the noise schedule, what the net predicts, the label-drop rate for guidance.
 
+A *variant* overlays a few keys on a lesson's recipe (``get_recipe(lesson, mode, variant=...)``):
+``01-hallucination`` has ``"grey"``, the paper's grey Simple Shapes (told apart by geometry alone,
+one channel) instead of the RGB variant the lessons use today.
+
 ``quick`` recipes train a tiny net on Simple Shapes (generated, so no download) within a minute
 on 2 CPU cores; ``full`` recipes are sized for about 4 minutes on one H100 (from the throughput of
 ``python -m cifar.bench``), and read CIFAR-10 where the lesson is about natural images.
@@ -71,13 +75,34 @@ RECIPES = {
 }
 
 
-def get_recipe(lesson: str, mode: str) -> dict:
-    """A deep copy of the recipe for ``lesson`` in ``mode`` ("quick" | "full"), with ``lesson`` and ``mode`` filled in."""
+# Overlays on a lesson's recipes (both modes): section -> keys to set.
+VARIANTS = {
+    "01-hallucination": {
+        # The paper's Simple Shapes: grey, one channel, shapes told apart by geometry alone.
+        "grey": dict(data=dict(style="grey"), model=dict(in_channels=1)),
+    },
+}
+
+
+def get_recipe(lesson: str, mode: str, variant: str | None = None) -> dict:
+    """A deep copy of the recipe for ``lesson`` in ``mode`` ("quick" | "full"), with ``lesson`` and ``mode`` filled in.
+
+    ``variant`` (e.g. "grey" for 01-hallucination, see :data:`VARIANTS`) overlays its keys and is
+    recorded as ``recipe["variant"]``, so its runs are cached apart.
+    """
     if lesson not in RECIPES:
         raise ValueError(f"lesson must be one of {LESSONS}, got {lesson!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return {"lesson": lesson, "mode": mode, **copy.deepcopy(RECIPES[lesson][mode])}
+    recipe = {"lesson": lesson, "mode": mode, **copy.deepcopy(RECIPES[lesson][mode])}
+    if variant is not None:
+        known = VARIANTS.get(lesson, {})
+        if variant not in known:
+            raise ValueError(f"variant must be None or one of {tuple(known)} for {lesson}, got {variant!r}")
+        for section, keys in known[variant].items():
+            recipe[section] = {**recipe[section], **copy.deepcopy(keys)}
+        recipe["variant"] = variant
+    return recipe
 
 
 def check_recipe(recipe: dict) -> None:
@@ -91,6 +116,13 @@ def check_recipe(recipe: dict) -> None:
         if key not in recipe["train"]:
             raise ValueError(f"recipe['train'] must set {key!r}")
     model, tokens = recipe["model"], recipe["data"].get("tokens")
+    if model.get("kind") == "unet" and tokens is None:
+        from .data import num_channels
+
+        channels = num_channels(recipe["data"])
+        if model.get("in_channels", 3) != channels:
+            raise ValueError(f"recipe['data'] gives images of {channels} channel(s), the unet reads "
+                             f"in_channels={model.get('in_channels', 3)}")
     if model.get("kind") not in ("unet", "transformer"):
         raise ValueError(f"recipe['model']['kind'] must be 'unet' or 'transformer', got {model.get('kind')!r}")
     if (model["kind"] == "transformer") != (tokens is not None):

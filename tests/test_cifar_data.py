@@ -389,3 +389,20 @@ def test_model_space_conversions():
         load_dataset({"name": "mnist"})
     tokens, labels = load_dataset({"name": "shapes", "n": 10, "tokens": {"kind": "grey", "levels": 256, "size": 16}})
     assert tokens.shape == (10, 256) and labels.shape == (10,)
+
+
+def test_grey_shapes_load_through_the_dataset_machinery():
+    images, labels = load_dataset({"name": "shapes", "n": 50, "seed": 2, "style": "grey"})
+    direct, present = make_shapes(50, seed=2, style="grey")
+    assert images.shape == (50, 1, 32, 32) and torch.equal(images, direct) and torch.equal(labels, class_ids(present))
+    three, _ = load_dataset({"name": "shapes", "n": 50, "seed": 2, "style": "grey", "channels": 3})
+    assert three.shape == (50, 3, 32, 32) and torch.equal(three[:, 1:2], images)
+    tokens, _ = load_dataset({"name": "shapes", "n": 5, "style": "grey", "tokens": {"kind": "grey", "levels": 256}})
+    assert tokens.shape == (5, 1024) and set(tokens.unique().tolist()) <= {0, 255}
+    assert count_shapes(images).in_support.all() and count_shapes(to_model_space(three)).in_support.all()
+    with pytest.raises(ValueError, match="style"):
+        load_dataset({"name": "shapes", "n": 5, "style": "colour"})
+    with pytest.raises(ValueError, match="channels"):
+        load_dataset({"name": "shapes", "n": 5, "style": "rgb", "channels": 1})
+    with pytest.raises(ValueError, match="cifar10"):
+        load_dataset({"name": "cifar10", "style": "grey"})

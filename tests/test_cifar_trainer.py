@@ -414,3 +414,23 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tmp_path):
     _assert_same_state(state, load_checkpoint(tmp_path / "split.pt"))
     fp32 = train(_net(), _data(), noisy_loss, steps=4, **{**ARGS, "amp": "fp32"})
     assert fp32.losses != full.losses  # fp16 autocast really ran
+
+
+def test_the_grey_shapes_variant_of_lesson_01():
+    from cifar.data import num_channels
+
+    for mode in ("quick", "full"):
+        recipe = get_recipe("01-hallucination", mode, variant="grey")
+        check_recipe(recipe)
+        assert recipe["variant"] == "grey" and recipe["data"]["style"] == "grey" and num_channels(recipe["data"]) == 1
+        assert get_recipe("01-hallucination", mode)["data"].get("style", "rgb") == "rgb"  # the default is unchanged
+    recipe["data"]["n"] = 8
+    images, _ = load_dataset(recipe["data"])
+    net = build_model({**get_recipe("01-hallucination", "quick", variant="grey")["model"]})
+    assert net(to_model_space(images), torch.rand(8)).shape == images.shape
+    with pytest.raises(ValueError, match="variant"):
+        get_recipe("02-fpe-gap", "quick", variant="grey")
+    bad = get_recipe("01-hallucination", "quick", variant="grey")
+    bad["model"]["in_channels"] = 3
+    with pytest.raises(ValueError, match="channel"):
+        check_recipe(bad)
