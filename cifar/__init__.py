@@ -9,8 +9,9 @@ Modules, each with one job:
 * :mod:`cifar.data`: ``load_dataset(spec)`` over all of the above; pixel <-> model-space conversions.
 * :mod:`cifar.unet`: a time- and class-conditioned U-Net (null class for classifier-free guidance).
 * :mod:`cifar.transformer`: a bidirectional token transformer.
-* :mod:`cifar.trainer`: ``train`` (AdamW, warm-up, clipping, EMA, bf16, compile fallback, atomic
-  checkpoints with exact resume, DDP) and ``train_recipe`` (the same, cached by recipe).
+* :mod:`cifar.trainer`: ``train`` (AdamW, warm-up, clipping, EMA, bf16 or fp16 by GPU, compile
+  fallback, atomic CRC-checked checkpoints with exact resume, DDP) and ``train_recipe`` (the same,
+  cached by recipe, data and loss: a checkpoint only ever returns the run it fingerprints).
 * :mod:`cifar.recipes`: a quick (CPU) and a full (GPU) recipe per lesson.
 * :mod:`cifar.bench`: ``python -m cifar.bench`` prints training and sampling throughput.
 

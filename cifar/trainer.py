@@ -280,10 +280,14 @@ def data_fingerprint(data: torch.Tensor | Sequence[torch.Tensor]) -> str:
     """sha256 (64 hex digits) of the training tensors: their dtypes, shapes and bytes, in order."""
     digest = hashlib.sha256()
     for t in _check_data(data):
-        digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
-        flat = t.detach().reshape(-1).cpu().contiguous()
-        digest.update(memoryview(flat.view(torch.uint8).numpy()))
+        _update_with_tensor(digest, t)
     return digest.hexdigest()
+
+
+def _update_with_tensor(digest, t: torch.Tensor) -> None:
+    digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
+    flat = t.detach().reshape(-1).cpu().contiguous()
+    digest.update(memoryview(flat.view(torch.uint8).numpy()))
 
 
 def _plain_value(value, depth: int = 0) -> str | None:
@@ -294,7 +298,9 @@ def _plain_value(value, depth: int = 0) -> str | None:
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return repr(value)
     if isinstance(value, torch.Tensor):
-        return f"tensor:{data_fingerprint(value.reshape(1, -1) if value.ndim == 0 else value)}"
+        digest = hashlib.sha256()
+        _update_with_tensor(digest, value)
+        return f"tensor:{digest.hexdigest()}"
     if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
         return f"array:{value.dtype}{getattr(value, 'shape', ())}:{hashlib.sha256(value.tobytes()).hexdigest()}"
     if isinstance(value, tuple) and depth < 2:

@@ -434,3 +434,21 @@ def test_the_grey_shapes_variant_of_lesson_01():
     bad["model"]["in_channels"] = 3
     with pytest.raises(ValueError, match="channel"):
         check_recipe(bad)
+
+
+_EMPTY, _SCALE = torch.zeros(0), torch.tensor(2.0)
+
+
+def _reads_tensors(model, batch, generator):
+    return _SCALE * noisy_loss(model, batch, generator) + _EMPTY.sum()
+
+
+def test_loss_identity_hashes_the_tensors_a_loss_reads():
+    global _SCALE
+    first = trainer_module.loss_identity(_reads_tensors)  # an empty tensor among them is fine
+    _SCALE = torch.tensor(3.0)
+    try:
+        assert trainer_module.loss_identity(_reads_tensors) != first
+    finally:
+        _SCALE = torch.tensor(2.0)
+    assert trainer_module.loss_identity(_reads_tensors) == first
