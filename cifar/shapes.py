@@ -370,10 +370,15 @@ def count_shapes(images, *, threshold: int = 128, min_area: int = 8, style: str 
     at least ``IOU_MIN`` and has that template's fill ratio and aspect ratio (``FILL_TOL``,
     ``ASPECT_TOL``). Any other blob is split greedily into templates that lie on it (two touching
     or overlapping squares are two squares); a leftover no template explains makes it ``unknown``.
-    So a repeated shape, merged or not, counts twice; a disc, a rectangle or an 8-pixel speck is no
-    square or pentagon; a shape is typed by its outline wherever it is. Limits: two shapes that
-    overlap all but a pixel row read as one slightly large shape; at the RGB variant's smaller
-    sizes the pentagon and a disc of the same area are a few pixels apart.
+    So a repeated shape, merged or not, counts twice; a disc, a bar or an 8-pixel speck is no square
+    or pentagon; a shape is typed by its outline wherever it is, whatever its colour.
+
+    Measured (tests/test_cifar_data.py): exact on generated images; on sample-like renderings
+    (anti-aliased, sub-pixel positions, sizes +-7%, a 0.5-pixel blur, noise) 99% of grey images are
+    read right, and every pair of copies of one shape 3 to 12 rows apart is flagged. Limits: two
+    copies offset by two rows or less read as one slightly large shape; a disc the size of the
+    8x8 square (radius 4.5) differs from it in 12 corner pixels and reads as a square; at the RGB
+    variant's 36-pixel sizes a blurred square and the pentagon are close (about 94% read right).
     """
     if style not in (None,) + STYLES:
         raise ValueError(f"style must be None or one of {STYLES}, got {style!r}")
