@@ -4,8 +4,9 @@
 
 Serves SITE_DIR (default: site/) on 127.0.0.1 and, for every page, checks that it loads with no
 console error, that no request leaves localhost, that math is typeset (no raw $...$ left in the
-text), that every image loads, that every internal link resolves, and that a notebook page's
-Colab button points at the repository's copy of that notebook. Then the layout, at two widths:
+text) and once only, that every image loads, that every internal link resolves, and that a
+notebook page's Colab button points at the repository's copy of that notebook. Then the layout,
+at two widths:
 - desktop (1280 px): a notebook's content column is at least MIN_NOTEBOOK_WIDTH px wide, and a code
   line of up to FIT_CHARS characters shows whole (no scrolling); no code is clipped out of reach;
 - phone (390 px): a notebook's Colab and download buttons sit above its title, a title's first
@@ -75,6 +76,9 @@ def check_page(page, base: str, path: str, shots: pathlib.Path | None) -> tuple[
     page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
     page.wait_for_load_state("networkidle")
     formulas = page.evaluate("() => document.querySelectorAll('mjx-container').length")
+    twice = page.evaluate("() => document.querySelectorAll('mjx-assistive-mml mjx-container').length")
+    if twice:
+        problems.append(f"{twice} formulas typeset twice (inside MathJax's hidden screen-reader copy)")
     raw = page.evaluate(f"""() => [...document.querySelectorAll('article p, article li, article td, .jp-RenderedMarkdown p')]
         .map(e => e.innerText).filter(t => {RAW_TEX}.test(t)).slice(0, 3)""")
     problems += [f"raw TeX left in text: {t[:80]!r}" for t in raw]

@@ -15,6 +15,7 @@ BAD = """<html><body><article>
 <img src="missing.png">
 <a href="nowhere/">broken</a>
 <img src="https://example.com/remote.png">
+<mjx-container><mjx-assistive-mml><mjx-container></mjx-container></mjx-assistive-mml></mjx-container>
 </article></body></html>"""
 
 
@@ -26,7 +27,7 @@ def test_check_flags_raw_tex_broken_images_links_and_offsite_requests(tmp_path):
     assert found["good/"] == [] and found["other/"] == []
     bad = "\n".join(found["bad/"])
     for problem in ("raw TeX left in text", "image did not load", "broken link (404)",
-                    "request left localhost: https://example.com/remote.png"):
+                    "request left localhost: https://example.com/remote.png", "1 formulas typeset twice"):
         assert problem in bad, bad
     assert (tmp_path / "shots" / "bad.png").exists() and (tmp_path / "shots" / "bad@390.png").exists()
 

@@ -16,7 +16,11 @@ window.MathJax = {
 };
 
 // Material swaps page content without reloading (instant navigation): typeset each new page afresh.
+// Not the first page: MathJax's start-up typesets it, and typesetting it again made the MathML input
+// typeset the hidden screen-reader copy of every formula (<math> in mjx-assistive-mml) a second time.
+let firstPage = true;
 document$.subscribe(() => {
+  if (firstPage) { firstPage = false; return; }
   if (!window.MathJax.startup || !window.MathJax.startup.output) return;
   MathJax.startup.output.clearCache();
   MathJax.typesetClear();
