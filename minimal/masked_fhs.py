@@ -142,7 +142,8 @@ def sample_categorical(probs: torch.Tensor, *, dtype: torch.dtype = torch.float6
     The masses are first divided by their row maximum (in the wider of ``probs.dtype`` and ``dtype``), so
     the leader has mass 1 and ``p_v / E_v`` can neither overflow nor underflow: ``probs`` and ``c * probs``
     have the same law at any scale ``c > 0``, and give the same draws under one generator when ``c`` is a
-    power of two. The reference code races the raw masses; that changes nothing else.
+    power of two (and ``c * probs`` stays in the normal range of its dtype). The reference code races the
+    raw masses; that changes nothing else.
 
     Accuracy: write ``w_v = p_v / max_j p_j``, ``delta`` for the spacing of ``torch.rand``'s draws just
     below 1 in ``dtype`` (``2^-53`` float64, ``2^-24`` float32, ``2^-11`` float16, ``2^-8`` bfloat16) and
