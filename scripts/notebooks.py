@@ -186,6 +186,7 @@ def shape_problems(path: pathlib.Path) -> list[str]:
     Counted: every code cell but the generated Colab set-up cell; a cell's length is its number of
     lines, blank lines inside it included. No cell over MAX_CELL_LINES, a median of at most
     MAX_MEDIAN_LINES, and every code cell followed by an output or by a markdown cell (prose).
+    Cells are named by their index in the notebook, counted from 0.
     """
     nb = nbformat.read(path, as_version=4)
     cells = nb.cells
