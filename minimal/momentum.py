@@ -632,6 +632,7 @@ def is_stable(z, method: str, order: int, beta: float = 1.0, *, tol: float = 1e-
         z: a complex number or an array [...] of them (numpy, torch or nested lists).
         method, order, beta: as in :func:`lmm_solve`.
         tol: slack on |zeta| <= 1.
+
     Returns:
         a bool, or a numpy bool array [...] for an array z.
     """
@@ -650,20 +651,34 @@ def is_stable(z, method: str, order: int, beta: float = 1.0, *, tol: float = 1e-
 
 
 def stability_boundary(method: str, order: int, beta: float = 1.0, n: int = 1000) -> np.ndarray:
-    """The boundary locus (8): z = A(w) / B(w), w = exp(-i theta), n angles in [-pi, pi]; complex [n]."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 3:
-        raise ValueError(f"n must be an int >= 3, got {n!r}")
+    """The boundary locus (8): z = A(w) / B(w), w = exp(-i theta), for n angles theta in [-pi, pi].
+
+    Args:
+        method, order, beta: as in :func:`lmm_solve`.
+        n: the number of angles, >= 3.
+
+    Returns:
+        z, a complex numpy array [n].
+    """
+    _check_int("n", n, 3, 10**8)
     a, b = lmm_polynomials(method, order, beta)
     w = np.exp(-1j * np.linspace(-np.pi, np.pi, n))
     return np.polyval(a[::-1], w) / np.polyval(b[::-1], w)
 
 
 def real_stability_interval(method: str, order: int, beta: float = 1.0, *, tol: float = 1e-10) -> float:
-    """The left end of the stable interval [end, 0] on the negative real axis (a negative float).
+    """The left end of the stable interval [end, 0] on the negative real axis.
 
     It walks left from 0 on a grid, doubling its reach, up to the first unstable z, then bisects
-    to ``tol``. It returns the end of the piece that touches 0 (an unstable gap narrower than
-    the grid spacing, reach / 4000, would be missed).
+    to ``tol``: the end of the piece that touches 0 (an unstable gap narrower than the grid
+    spacing, reach / 4000, would be missed).
+
+    Args:
+        method, order, beta: as in :func:`lmm_solve`.
+        tol: the width of the final bisection bracket.
+
+    Returns:
+        the end, a negative float (-inf if none is found within 1e5).
     """
     lmm_polynomials(method, order, beta)                         # validates the arguments
     reach, last_stable = 1.0, 0.0
