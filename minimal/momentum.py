@@ -428,8 +428,10 @@ def official_timesteps(betas: torch.Tensor, num_steps: int, solver: str) -> list
 def _check_sampling(eps_model, x_T, betas, timesteps, guidance, cond):
     """The checks shared by the samplers; returns abar at the timesteps and at the end (1.0)."""
     _check_callable("eps_model", eps_model)
-    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.ndim < 1 or len(x_T) == 0:
-        raise TypeError("x_T must be a floating-point torch.Tensor of shape [B, ...] with B >= 1")
+    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
+        raise TypeError(f"x_T must be a floating-point torch.Tensor [B, ...], got {getattr(x_T, 'dtype', type(x_T))}")
+    if x_T.ndim < 1 or len(x_T) == 0:
+        raise ValueError(f"x_T must have shape [B, ...] with B >= 1, got {tuple(x_T.shape)}")
     _check_betas(betas)
     steps = _check_timesteps(timesteps, len(betas))
     _check_real("guidance", guidance, -math.inf, math.inf)
@@ -444,7 +446,7 @@ def _check_sampling(eps_model, x_T, betas, timesteps, guidance, cond):
 
 def _guided_eps(eps_model, x, t, T, guidance, cond):
     """(3) at DDPM step t; the model sees t / T as a float [B]. One call when guidance == 1."""
-    t_in = torch.full((x.shape[0],), t / T, dtype=x.dtype, device=x.device)
+    t_in = torch.full((x.shape[0],), t / T, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
     if guidance == 1.0:
         return _checked(eps_model(x, t_in, cond), x)
     eps_uncond = _checked(eps_model(x, t_in, None), x)

@@ -207,6 +207,9 @@ def test_model_sees_t_over_T_and_the_trajectory_holds_each_step(name):
     x_T = torch.ones(3, 2, dtype=torch.float64)
     x0 = _sampler(name)(eps, x_T, BETAS, steps, trajectory=trajectory)
     assert all(t.dtype == torch.float64 and t.shape == (3,) for t in seen)
+    seen.clear()                                          # half-precision states: t stays float32
+    _sampler(name)(eps, x_T.to(torch.bfloat16), BETAS, steps)
+    assert all(t.dtype == torch.float32 for t in seen) and seen[0][0].item() == pytest.approx(0.901)
     assert [t[0].item() for t in seen] == pytest.approx([0.901, 0.5, 0.037])
     assert len(trajectory) == 3 and torch.equal(trajectory[-1], x0)
     _sampler(name)(eps, x_T, BETAS, steps, trajectory=last2)
@@ -356,7 +359,7 @@ def _never(*args):
     (dict(timesteps=[10, 500, 999]), ValueError, "timesteps"), (dict(timesteps=[1001, 1]), ValueError, "timesteps"),
     (dict(timesteps=[999, 0]), ValueError, "timesteps"), (dict(timesteps=[999.0, 1.0]), ValueError, "timesteps"),
     (dict(guidance=-1.0, cond=torch.zeros(2)), ValueError, "guidance"),
-    (dict(x_T=torch.zeros(2, dtype=torch.long)), TypeError, "x_T"),
+    (dict(x_T=torch.zeros(2, dtype=torch.long)), TypeError, "x_T"), (dict(x_T=torch.zeros(0, 1)), ValueError, "x_T"),
     (dict(betas=torch.ones(10)), ValueError, "betas"), (dict(betas=[0.1, 0.2]), TypeError, "betas"),
 ])
 def test_samplers_reject_bad_input_before_any_work(kwargs, exc, word):
