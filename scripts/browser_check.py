@@ -9,8 +9,8 @@ notebook page's Colab button points at the repository's copy of that notebook. T
 at two widths:
 - desktop (1280 px): a notebook's content column is at least MIN_NOTEBOOK_WIDTH px wide, and a code
   line of up to FIT_CHARS characters shows whole (no scrolling); no code is clipped out of reach;
-- phone (390 px): a notebook's Colab and download buttons sit above its title, a title's first
-  line holds more than one word, and nothing is wider than the screen.
+- phone (390 px): a notebook's Colab and download buttons sit above its title, no line of a title
+  but its last holds a single word and no word breaks, and nothing is wider than the screen.
 Saves a full-page screenshot of every page at both widths (NAME.png, NAME@390.png).
 
 Chromium is Debian's (/usr/bin/chromium, `apt-get install --no-install-recommends chromium`),
@@ -115,21 +115,26 @@ _LAYOUT = """() => {
     }
     return {longest, scrolls, clipped, text: lines.reduce((a, b) => b.length > a.length ? b : a, '')};
   });
+  // The title's words, line by line: how many words each line holds, and words broken across lines.
   const h1 = document.querySelector('article h1');
-  let firstLine = null, words = 0;
+  const lines = [];
+  let broken = 0;
   if (h1) {
     const walker = document.createTreeWalker(h1, NodeFilter.SHOW_TEXT);
-    const tops = [];
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       for (const m of n.textContent.matchAll(/\\S+/g)) {
+        if (m[0] === '¶') continue;  // the heading's permalink
         const r = document.createRange(); r.setStart(n, m.index); r.setEnd(n, m.index + m[0].length);
-        const rect = r.getClientRects()[0]; if (rect && m[0] !== '¶') tops.push(Math.round(rect.top));
+        const tops = [...r.getClientRects()].map(c => Math.round(c.top));
+        if (!tops.length) continue;
+        if (Math.max(...tops) - Math.min(...tops) > 4) broken += 1;
+        const line = lines.find(l => Math.abs(l.top - tops[0]) < 4);
+        if (line) line.words += 1; else lines.push({top: tops[0], words: 1});
       }
     }
-    words = tops.length; firstLine = tops.filter(t => Math.abs(t - tops[0]) < 4).length;
   }
   return {notebook: box('.jupyter-wrapper .jp-Notebook'), h1: h1 && h1.getBoundingClientRect().toJSON(),
-          colab: box('.dfm-nb-actions'), code, words, firstLine,
+          colab: box('.dfm-nb-actions'), code, titleLines: lines.map(l => l.words), broken,
           pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth};
 }"""
 
@@ -150,8 +155,10 @@ def layout_problems(page, phone: bool) -> list[str]:
             problems.append(f"the page is {facts['pageWidth']} px wide on a {facts['viewport']} px phone")
         if nb and facts["h1"] and not (facts["colab"] and facts["colab"]["bottom"] <= facts["h1"]["top"] + 1):
             problems.append("on a phone the Colab and download buttons are not above the title")
-        if facts["words"] > 1 and facts["firstLine"] < 2:
-            problems.append(f"on a phone the title's first line holds one word ({facts['words']} words in all)")
+        lines = facts["titleLines"]
+        if 1 in lines[:-1] or facts["broken"]:
+            problems.append(f"on a phone the title breaks one word per line (words per line: {lines}, "
+                            f"{facts['broken']} words broken)")
     return problems
 
 

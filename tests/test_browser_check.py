@@ -60,6 +60,6 @@ def test_check_flags_a_narrow_notebook_cut_code_and_a_phone_layout_with_buttons_
     bad = "\n".join(found["bad/"])
     for problem in ("notebook column 550 px wide at 1280 px", f"a {len(LINE)}-character code line is cut off at 1280 px",
                     "code clipped out of reach: 'clipped = x", "px wide on a 390 px phone", "buttons are not above the title",
-                    "the title's first line holds one word"):
+                    "the title breaks one word per line"):
         assert problem in bad, bad
     assert {p.name for p in (tmp_path / "shots").iterdir()} == {"good.png", "good@390.png", "bad.png", "bad@390.png"}
