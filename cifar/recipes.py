@@ -21,6 +21,21 @@ one channel) instead of the RGB variant the lessons use today.
 ``quick`` recipes train a tiny net on Simple Shapes (generated, so no download) within a minute
 on 2 CPU cores; ``full`` recipes are sized for about 4 minutes on one H100 (from the throughput of
 ``python -m cifar.bench``), and read CIFAR-10 where the lesson is about natural images.
+
+The full recipe depends on the device (``get_recipe(lesson, "full", device=...)``): on CUDA it is
+the GPU recipe above; on a machine without CUDA a lesson with an entry in :data:`CPU_FULL` gets
+that CPU-sized run instead (at most an hour of a notebook on 2 CPU cores), and the others keep the
+GPU recipe. ``recipe["run"]`` says which: "gpu-full", "cpu-full" or "quick" (:data:`RUN_LABELS`
+words it for a notebook to print).
+
+``01-hallucination``'s CPU run: the ``small`` U-Net (1.19M parameters with one channel; attention
+at 8x8 only) for 1,800 steps of 64 images at lr 1e-3 on the 5,000 grey Simple Shapes. Measured on
+this course's 2-core CPU (training steps, batch 64, grey 1x32x32): about 50 images/s on one thread
+unloaded (the CPU time per image under load), so about 40 minutes. On a busy machine one thread is
+much faster than two (two threads spin-wait on each other: a quarter of the speed at load 8); the
+notebooks use one. Measured beside it: no attention 1.01x the speed, 40 channels 0.56x, two blocks
+per level 0.66x, 24 channels 1.4x (0.67M parameters). Lesson 02 reads the same run as a VP-SDE
+model (:mod:`cifar.shapes_ddpm`).
 """
 from __future__ import annotations
 
@@ -75,6 +90,17 @@ RECIPES = {
 }
 
 
+# The full run on a machine without CUDA, as overlays on the lesson's full recipe: section -> keys to
+# set. At most an hour of a notebook on 2 CPU cores (see the module docstring for the measurements).
+CPU_FULL = {
+    "01-hallucination": dict(
+        model=dict(preset="small"),
+        train=dict(steps=1800, batch_size=64, lr=1e-3, warmup=100, ema_decay=0.998, checkpoint_every=100,
+                   compile=False),
+    ),
+}
+RUN_LABELS = {"gpu-full": "GPU full run", "cpu-full": "CPU full run", "quick": "quick run (CI-sized)"}
+
 # Overlays on a lesson's recipes (both modes): section -> keys to set.
 VARIANTS = {
     "01-hallucination": {
@@ -84,24 +110,48 @@ VARIANTS = {
 }
 
 
-def get_recipe(lesson: str, mode: str, variant: str | None = None) -> dict:
-    """A deep copy of the recipe for ``lesson`` in ``mode`` ("quick" | "full"), with ``lesson`` and ``mode`` filled in.
+def get_recipe(lesson: str, mode: str, variant: str | None = None, *, device=None) -> dict:
+    """A deep copy of the recipe for ``lesson`` in ``mode`` ("quick" | "full"), with ``lesson``, ``mode`` and ``run``.
 
-    ``variant`` (e.g. "grey" for 01-hallucination, see :data:`VARIANTS`) overlays its keys and is
-    recorded as ``recipe["variant"]``, so its runs are cached apart.
+    ``device`` (a ``torch.device`` or a string such as "cuda", "cpu"; default: CUDA when present,
+    else the CPU) picks the full run: the GPU recipe on CUDA; on any other device the lesson's
+    :data:`CPU_FULL` overlay where it has one. ``recipe["run"]`` is "gpu-full", "cpu-full" or
+    "quick" (a lesson without a CPU recipe runs its GPU recipe anywhere: "gpu-full").
+    ``variant`` (e.g. "grey" for 01-hallucination, see :data:`VARIANTS`) overlays its keys last and
+    is recorded as ``recipe["variant"]``, so its runs are cached apart.
     """
+    import torch
+
     if lesson not in RECIPES:
         raise ValueError(f"lesson must be one of {LESSONS}, got {lesson!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError as error:
+        raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda'), got {device!r}") from error
+    known = VARIANTS.get(lesson, {})
+    if variant is not None and variant not in known:
+        raise ValueError(f"variant must be None or one of {tuple(known)} for {lesson}, got {variant!r}")
     recipe = {"lesson": lesson, "mode": mode, **copy.deepcopy(RECIPES[lesson][mode])}
+    overlays = []
+    if mode == "quick":
+        recipe["run"] = "quick"
+    elif device_type != "cuda" and lesson in CPU_FULL:
+        recipe["run"] = "cpu-full"
+        overlays.append(CPU_FULL[lesson])
+    else:
+        recipe["run"] = "gpu-full"
     if variant is not None:
-        known = VARIANTS.get(lesson, {})
-        if variant not in known:
-            raise ValueError(f"variant must be None or one of {tuple(known)} for {lesson}, got {variant!r}")
-        for section, keys in known[variant].items():
-            recipe[section] = {**recipe[section], **copy.deepcopy(keys)}
+        overlays.append(known[variant])
         recipe["variant"] = variant
+    for overlay in overlays:
+        for section, keys in overlay.items():
+            recipe[section] = {**recipe[section], **copy.deepcopy(keys)}
     return recipe
 
 
