@@ -563,8 +563,12 @@ PAPER_NAMES = {
 def momentum_number(m: float) -> tuple[int, float]:
     """The paper's momentum number m -> (order, beta), as the official code's ``update_order``.
 
-    A fractional m has order floor(m) + 1 and beta its fractional part (3.8 -> (4, 0.8),
-    0.8 -> (1, 0.8)); an integer m has order m and beta 1 (4 -> (4, 1.0)).
+    Args:
+        m: a number in (0, 4]. A fractional m has order floor(m) + 1 and beta its fractional part
+            (3.8 -> (4, 0.8), 0.8 -> (1, 0.8)); an integer m has order m and beta 1 (4 -> (4, 1.0)).
+
+    Returns:
+        (order, beta), an int in 1..4 and a float in (0, 1].
     """
     _check_real("m", m, 0.0, 4.0)
     frac = round(m % 1.0, 10)
