@@ -71,9 +71,9 @@ compressed to T = 100 preserves those noise levels (its last 5 steps span 0.03 t
 schedule's end in pure noise and the staircase (5) at each noise level. It does not preserve the
 sampler's path: every step is ten times larger, so a sample crosses the window in 5 large moves
 instead of 10 small ones, more samples stay on a ramp, and Hal is a variance of 5 points instead
-of 10. With one and the same denoiser, T = 100 gives several times more hallucinations and a
-filter that removes far fewer of them (lesson 01's toy notebook measures both); results on the
-compressed schedule are not the official setting's.
+of 10. Lesson 01's toy notebook samples one and the same 1D model on both: T = 100 leaves about
+three times as many samples out of support (0.96% against 0.29%), and its filter removes 87% of
+them instead of 97.5% at 96% kept. Results on the compressed schedule are not the official setting's.
 
 Public API: :func:`linear_beta_schedule`, :func:`ddpm_loss` (2), :func:`ddpm_sample` (4),
 :func:`trajectory_variance` (6), :func:`filter_by_variance` (7), :func:`filter_tradeoff`.
