@@ -6,6 +6,8 @@ Modules, each with one job:
 * :mod:`cifar.shapes`: Simple Shapes at 32x32 (seeded generator, the paper's grey style and an RGB
   variant) and :func:`~cifar.shapes.count_shapes`, which reads each blob's geometry.
 * :mod:`cifar.tokens`: token views of images for masked diffusion (:class:`~cifar.tokens.TokenView`).
+* :mod:`cifar.token_temperature`: how hot token samples are against an exact Markov chain (rare-token
+  and rare-transition shares, NLL per token, a fitted temperature).
 * :mod:`cifar.data`: ``load_dataset(spec)`` over all of the above; pixel <-> model-space conversions.
 * :mod:`cifar.unet`: a time- and class-conditioned U-Net (null class for classifier-free guidance).
 * :mod:`cifar.transformer`: a bidirectional token transformer.
