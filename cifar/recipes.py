@@ -99,7 +99,7 @@ CPU_FULL = {
                    compile=False),
     ),
 }
-RUN_LABELS = {"gpu-full": "GPU full run", "cpu-full": "CPU full run", "quick": "quick run (CI-sized)"}
+RUN_LABELS = {"gpu-full": "GPU full run", "cpu-full": "CPU full run", "quick": "CI-sized quick run"}
 
 # Overlays on a lesson's recipes (both modes): section -> keys to set.
 VARIANTS = {
