@@ -203,7 +203,7 @@ def summary_markdown(header: dict, results: list[dict]) -> str:
             nb = r["notebook"]
             peak = nb.get("peak_reserved_bytes")
             lines.append(f"| {nb['path']} | {r['status']} | {nb.get('seconds', r['seconds']):.1f} | "
-                         f"{nb.get("cells_reached", "-")}/{nb.get('cells', '-')} | "
+                         f"{nb.get('cells_reached', '-')}/{nb.get('cells', '-')} | "
                          f"{'-' if peak is None else f'{peak / 2**30:.2f}'} | {nb.get('error') or ''} |")
         lines.append("")
     for r in results:
