@@ -19,6 +19,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _check_device(device) -> torch.device:
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str or a torch.device such as 'cpu' or 'cuda', "
+                        f"got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+
+
 class TimedProbs:
     """``probs_fn`` around a network: tokens [B, L] -> float32 probabilities [B, L, V], timed.
 
@@ -33,7 +43,7 @@ class TimedProbs:
     def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str):
         if not callable(network):
             raise TypeError(f"network must be callable, got {type(network).__name__}")
-        self.network, self.device = network, torch.device(device)
+        self.network, self.device = network, _check_device(device)
         self.seconds, self.calls = 0.0, 0
 
     @torch.no_grad()
@@ -61,6 +71,7 @@ def time_sampler(run: Callable[[TimedProbs], object], network: Callable[[torch.T
     Returns:
         ``total`` (seconds of the whole run), ``network`` (seconds inside network calls), ``other``
         (``total - network``: the categorical draws and the rest) and ``nfe`` (the number of calls).
+        On CUDA the device is synchronised before each clock reading, so queued work is counted.
     """
     if not callable(run):
         raise TypeError(f"run must be callable, got {type(run).__name__}")

@@ -39,6 +39,11 @@ table holds every ``P^d``, ``d < L``, and a lookup is one gather. Otherwise it h
 and ``e_a P^d = (e_a P^{qS}) P^r`` costs one gather and ``S`` matrix products, one per remainder.
 All in float64; probabilities come back float64 [B, L, V].
 
+Device. The tables are built on the CPU in float64 (the same numbers whatever the device), then
+moved to ``device`` (``MarkovTokenOracle(..., device="cuda")`` or :meth:`~MarkovTokenOracle.to`).
+Every computation runs where the tables are; a method given tokens returns on the tokens' device,
+and the exact references (``marginals``, ``stationary``, ``token_distribution``) on the oracle's.
+
 Exact references: :meth:`MarkovTokenOracle.marginals` (2), :meth:`~MarkovTokenOracle.token_distribution`
 (the expected frequency of each token in a sequence), :meth:`~MarkovTokenOracle.stationary`,
 :meth:`~MarkovTokenOracle.rare_token_mass`, :meth:`~MarkovTokenOracle.rare_transition_mass`,
@@ -48,9 +53,11 @@ Exact references: :meth:`MarkovTokenOracle.marginals` (2), :meth:`~MarkovTokenOr
     oracle = MarkovTokenOracle.fit(TokenView("grey", 16).encode(images), vocab_size=16)
     x, nfe = mdlm_sample(oracle.probs_fn, (8, 1024), oracle.mask_id, 1000, dtype=torch.float32)
     truth = oracle.sample(8, generator=g)   # exact samples of the same distribution
+    gpu = oracle.to("cuda")                  # tables on the GPU; probs_fn(x) returns on x's device
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -95,6 +102,19 @@ def _check_distribution(name: str, p, shape: tuple[int, ...]) -> torch.Tensor:
     return p / p.sum(-1, keepdim=True)
 
 
+def _check_device(device) -> torch.device:
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str or a torch.device such as 'cpu' or 'cuda', "
+                        f"got {type(device).__name__}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device is {str(device)!r} but CUDA is not available on this machine")
+    return device
+
+
 def _check_tokens(name: str, x, vocab_size: int, length: int | None, mask_id: int | None) -> None:
     if not isinstance(x, torch.Tensor) or x.dtype not in _INT_DTYPES:
         raise TypeError(f"{name} must be an integer torch.Tensor [B, L], got "
@@ -127,12 +147,14 @@ class MarkovTokenOracle:
         mask_id: the mask token's id, outside the vocabulary (default ``V``, as :class:`cifar.tokens.TokenView`).
         table_bytes: the most memory the table of all powers P^d, d < L, may take (default 64 MiB);
             above it the two-level table described in the module docstring is used.
+        device: where the tables live and the oracle computes (default the CPU); built on the CPU, then moved.
 
-    Attributes: ``transition`` [V, V] and ``initial`` [V] (float64), ``vocab_size`` (V), ``length`` (L), ``mask_id``.
+    Attributes: ``transition`` [V, V] and ``initial`` [V] (float64, on ``device``), ``vocab_size`` (V),
+    ``length`` (L), ``mask_id``, ``device``.
     """
 
     def __init__(self, transition: torch.Tensor, initial: torch.Tensor | None = None, *, length: int = 1024,
-                 mask_id: int | None = None, table_bytes: int = 64 << 20):
+                 mask_id: int | None = None, table_bytes: int = 64 << 20, device: str | torch.device | None = None):
         if not isinstance(transition, torch.Tensor) or transition.dim() != 2:
             raise (TypeError if not isinstance(transition, torch.Tensor) else ValueError)(
                 f"transition must be a square matrix [V, V], got "
@@ -143,6 +165,8 @@ class MarkovTokenOracle:
         self.length = _check_int("length", length, 1)
         self.mask_id = V if mask_id is None else _check_int("mask_id", mask_id, V)
         _check_int("table_bytes", table_bytes, 0)
+        device = torch.device("cpu") if device is None else _check_device(device)
+        self.device = torch.device("cpu")                # the tables are built here, then moved
         self.initial = self.stationary() if initial is None else _check_distribution("initial", initial, (V,))
 
         L, P = self.length, self.transition
@@ -157,6 +181,24 @@ class MarkovTokenOracle:
         start = self.initial @ self._big                                         # pi0 P^{qS}      [Q, V]
         marg = torch.einsum("qv,rvw->qrw", start, self._small).reshape(-1, V)    # pi0 P^{qS + r}  [Q S, V]
         self._marginals = marg[:L].clone()                                       # (2): mu_i, i < L  [L, V]
+        if device != self.device:
+            self._move(device)
+
+    _TENSORS = ("transition", "initial", "_small", "_big", "_marginals")
+
+    def _move(self, device: torch.device) -> None:
+        for name in self._TENSORS:
+            setattr(self, name, getattr(self, name).to(device))
+        self.device = self._small.device                 # with its index: "cuda" becomes "cuda:0"
+
+    def to(self, device: str | torch.device) -> "MarkovTokenOracle":
+        """This oracle with its tables on ``device`` (self if they are there already; otherwise a copy)."""
+        device = _check_device(device)
+        if device == self.device:
+            return self
+        moved = copy.copy(self)
+        moved._move(device)
+        return moved
 
     @staticmethod
     def _powers(M: torch.Tensor, n: int) -> torch.Tensor:
@@ -168,13 +210,15 @@ class MarkovTokenOracle:
         return out
 
     def __repr__(self) -> str:
-        return f"MarkovTokenOracle(V={self.vocab_size}, L={self.length}, mask_id={self.mask_id})"
+        return (f"MarkovTokenOracle(V={self.vocab_size}, L={self.length}, mask_id={self.mask_id}, "
+                f"device={self.device})")
 
     # -- constructors -------------------------------------------------------------------------
 
     @classmethod
     def fit(cls, tokens: torch.Tensor, vocab_size: int, *, smoothing: float = 1e-3, initial: str = "stationary",
-            length: int | None = None, mask_id: int | None = None) -> "MarkovTokenOracle":
+            length: int | None = None, mask_id: int | None = None,
+            device: str | torch.device | None = None) -> "MarkovTokenOracle":
         """Fit P by counting consecutive pairs (raster order, so across row ends too) in token sequences.
 
         Args:
@@ -185,7 +229,7 @@ class MarkovTokenOracle:
             initial: "stationary" (pi0 = the stationary distribution of P) or "first" (the smoothed
                 frequencies of the first token).
             length: L of the oracle (default: the length of ``tokens``).
-            mask_id: as in the constructor.
+            mask_id, device: as in the constructor.
 
         Returns:
             The oracle.
@@ -205,11 +249,12 @@ class MarkovTokenOracle:
         if initial == "first":
             first = torch.bincount(t[:, 0], minlength=vocab_size).double() + smoothing
             pi0 = first / first.sum()
-        return cls(P, pi0, length=tokens.shape[1] if length is None else length, mask_id=mask_id)
+        return cls(P, pi0, length=tokens.shape[1] if length is None else length, mask_id=mask_id, device=device)
 
     @classmethod
     def ar1(cls, vocab_size: int = 16, rho: float = 0.9, sigma: float = 1.0, floor: float = 1e-6, *,
-            length: int = 1024, mask_id: int | None = None) -> "MarkovTokenOracle":
+            length: int = 1024, mask_id: int | None = None, device: str | torch.device | None = None
+            ) -> "MarkovTokenOracle":
         """A synthetic chain: grey levels that drift like an AR(1) process, plus a small uniform floor.
 
         P[a, b] ∝ exp(-(b - m_a)^2 / (2 sigma^2)) + floor, with m_a = rho a + (1 - rho) (V - 1) / 2: smooth
@@ -220,7 +265,7 @@ class MarkovTokenOracle:
             rho: in [0, 1], how strongly a level is followed by a similar one.
             sigma: > 0, the spread of the next level, in levels.
             floor: >= 0, the mass added to every transition before normalising.
-            length, mask_id: as in the constructor.
+            length, mask_id, device: as in the constructor.
         """
         _check_int("vocab_size", vocab_size, 2)
         rho, floor = _check_nonneg_float("rho", rho), _check_nonneg_float("floor", floor)
@@ -230,7 +275,7 @@ class MarkovTokenOracle:
         levels = torch.arange(vocab_size, dtype=torch.float64)
         centre = rho * levels + (1 - rho) * (vocab_size - 1) / 2
         weight = torch.exp(-(levels[None, :] - centre[:, None]) ** 2 / (2 * sigma ** 2)) + floor
-        return cls(weight / weight.sum(1, keepdim=True), length=length, mask_id=mask_id)
+        return cls(weight / weight.sum(1, keepdim=True), length=length, mask_id=mask_id, device=device)
 
     # -- rows and columns of P^d ---------------------------------------------------------------
 
@@ -266,20 +311,20 @@ class MarkovTokenOracle:
         """Exact conditionals (3) of every position given the unmasked ones.
 
         Args:
-            x: [B, L] integer tokens in 0..V-1, with ``mask_id`` at masked positions.
+            x: [B, L] integer tokens in 0..V-1, with ``mask_id`` at masked positions, on any device.
 
         Returns:
-            [B, L, V] float64 on x's device: at a masked position, q_i(v) of (3) (rows sum to 1); at an
-            unmasked position, the one-hot of its token.
+            [B, L, V] float64 on x's device (computed on the oracle's): at a masked position, q_i(v)
+            of (3) (rows sum to 1); at an unmasked position, the one-hot of its token.
         """
         _check_tokens("x", x, self.vocab_size, self.length, self.mask_id)
-        B, L, V = x.shape[0], self.length, self.vocab_size
-        xc = x.detach().long().cpu()
+        B, L, V, dev = x.shape[0], self.length, self.vocab_size, self.device
+        xc = x.detach().long().to(dev)
         known = xc != self.mask_id
-        pos = torch.arange(L).expand(B, L)
+        pos = torch.arange(L, device=dev).expand(B, L)
         left = torch.where(known, pos, -1).cummax(dim=1).values                           # nearest unmasked j <= i
         right = torch.where(known, pos, L).flip(1).cummin(dim=1).values.flip(1)           # nearest unmasked k >= i
-        out = torch.zeros(B, L, V, dtype=torch.float64)
+        out = torch.zeros(B, L, V, dtype=torch.float64, device=dev)
         out[known] = torch.nn.functional.one_hot(xc[known], V).double()
         rows, cols = torch.nonzero(~known, as_tuple=True)                                  # the masked positions [M]
         if rows.numel() == 0:
@@ -309,12 +354,15 @@ class MarkovTokenOracle:
         return self._marginals.clone()
 
     def stationary(self) -> torch.Tensor:
-        """The stationary distribution pi = pi P: [V] float64 (least squares; unique if P is irreducible)."""
+        """The stationary distribution pi = pi P: [V] float64 (least squares; unique if P is irreducible).
+
+        Solved on the CPU (a small solve: the same numbers whatever the device), returned on the oracle's."""
         V = self.vocab_size
-        A = torch.cat([self.transition.T - torch.eye(V, dtype=torch.float64), torch.ones(1, V, dtype=torch.float64)])
+        P = self.transition.cpu()
+        A = torch.cat([P.T - torch.eye(V, dtype=torch.float64), torch.ones(1, V, dtype=torch.float64)])
         rhs = torch.cat([torch.zeros(V, dtype=torch.float64), torch.ones(1, dtype=torch.float64)])
         pi = torch.linalg.lstsq(A, rhs[:, None]).solution.squeeze(1).clamp_min(0)
-        return pi / pi.sum()
+        return (pi / pi.sum()).to(self.device)
 
     def token_distribution(self) -> torch.Tensor:
         """The expected frequency of each token in a sequence, mean_i mu_i: [V] float64 (= pi when pi0 = pi)."""
@@ -344,23 +392,24 @@ class MarkovTokenOracle:
 
     def rare_transition_fraction(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
         """Per sequence, the fraction of positions whose token had probability < threshold given its
-        predecessor (pi0 for position 0): x [B, L] -> [B] float64."""
+        predecessor (pi0 for position 0): x [B, L] -> [B] float64 on x's device."""
         _check_tokens("x", x, self.vocab_size, self.length, None)
         threshold = _check_nonneg_float("threshold", threshold)
-        xc = x.long().cpu()
+        xc = x.long().to(self.device)
         step = torch.cat([self.initial[xc[:, :1]], self.transition[xc[:, :-1], xc[:, 1:]]], dim=1)   # [B, L]
-        return (step < threshold).double().mean(1)
+        return (step < threshold).double().mean(1).to(x.device)
 
     def token_frequencies(self, x: torch.Tensor) -> torch.Tensor:
-        """Empirical token frequencies of sequences x [B, L] -> [V] float64 (sums to 1)."""
+        """Empirical token frequencies of sequences x [B, L] -> [V] float64 (sums to 1) on x's device."""
         _check_tokens("x", x, self.vocab_size, self.length, None)
-        return torch.bincount(x.long().cpu().flatten(), minlength=self.vocab_size).double() / x.numel()
+        return torch.bincount(x.long().flatten(), minlength=self.vocab_size).double() / x.numel()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) (1) for complete sequences x [B, L] -> [B] float64."""
+        """log p(x) (1) for complete sequences x [B, L] -> [B] float64 on x's device."""
         _check_tokens("x", x, self.vocab_size, self.length, None)
-        xc = x.long().cpu()
-        return torch.log(self.initial[xc[:, 0]]) + torch.log(self.transition[xc[:, :-1], xc[:, 1:]]).sum(1)
+        xc = x.long().to(self.device)
+        out = torch.log(self.initial[xc[:, 0]]) + torch.log(self.transition[xc[:, :-1], xc[:, 1:]]).sum(1)
+        return out.to(x.device)
 
     def entropy(self) -> float:
         """The exact entropy per token, H(x_0, ..., x_{L-1}) / L in nats.
@@ -372,21 +421,25 @@ class MarkovTokenOracle:
         return float((h(self.initial) + (self._marginals[:-1] @ h(self.transition)).sum()) / self.length)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Exact samples of (1) by ancestral sampling (inverse CDF, float64): [n, L] int64.
+        """Exact samples of (1) by ancestral sampling (inverse CDF, float64): [n, L] int64, on the oracle's device.
 
         Args:
             n: number of sequences.
-            generator: optional CPU ``torch.Generator``.
+            generator: optional ``torch.Generator`` on the oracle's device (where the uniforms are drawn).
         """
         _check_int("n", n, 0)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        u = torch.rand(self.length, n, 1, dtype=torch.float64, generator=generator)   # u[i]: position i's uniforms
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(f"generator is on {generator.device} but the oracle is on {self.device}; "
+                             f"pass a generator on {self.device} (or move the oracle with .to)")
+        u = torch.rand(self.length, n, 1, dtype=torch.float64, generator=generator,
+                       device=self.device)                                           # u[i]: position i's uniforms
         cdf = self.transition.cumsum(1)
         cdf[:, -1] = 1.0
         first = self.initial.cumsum(0)
         first[-1] = 1.0
-        x = torch.empty(n, self.length, dtype=torch.long)
+        x = torch.empty(n, self.length, dtype=torch.long, device=self.device)
         x[:, 0] = torch.searchsorted(first, u[0, :, 0], right=True).clamp_max(self.vocab_size - 1)
         for i in range(1, self.length):
             row = cdf[x[:, i - 1]]

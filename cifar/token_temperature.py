@@ -77,7 +77,7 @@ def tempered_chain(transition: torch.Tensor, initial: torch.Tensor, tau: float) 
         tau: the temperature, > 0.
 
     Returns:
-        ``(P_tau, pi0_tau)``: [V, V] and [V] float64.
+        ``(P_tau, pi0_tau)``: [V, V] and [V] float64, on the inputs' device.
     """
     P, pi0 = _check_chain(transition, initial)
     tau = _check_tau(tau)
@@ -93,10 +93,13 @@ def tempered_nll(transition: torch.Tensor, initial: torch.Tensor, tau: float, le
 
     Returns:
         nll(tau) in nats per token; at ``tau = 1`` the chain's entropy per token.
+
+    Computed on the CPU whatever the inputs' device: ``L - 1`` tiny products, each read back, which a GPU
+    would run as as many launches and synchronisations.
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be an int >= 1, got {length!r}")
-    P, pi0 = _check_chain(transition, initial)
+    P, pi0 = (t.cpu() for t in _check_chain(transition, initial))
     P_tau, pi0_tau = tempered_chain(P, pi0, tau)
     surprise = -torch.log(torch.where(P > 0, P, torch.ones_like(P)))               # -log P[a, b], 0 where P = 0
     step = (P_tau * surprise).sum(1)                                                # [V]: E_b[-log P[a, b]] per a
@@ -145,12 +148,12 @@ def token_statistics(oracle: MarkovTokenOracle, x: torch.Tensor, threshold: floa
 
     Args:
         oracle: the chain.
-        x: [B, L] int tokens in 0..V-1.
+        x: [B, L] int tokens in 0..V-1, on any device (computed where the oracle is).
         threshold: a token is rare when its probability is below it.
 
     Returns:
-        dict of [B] float64 tensors: ``rare`` (the share of positions holding a token whose expected
-        frequency, :meth:`~MarkovTokenOracle.token_distribution`, is below ``threshold``; its truth is
+        dict of [B] float64 tensors on x's device: ``rare`` (the share of positions holding a token whose
+        expected frequency, :meth:`~MarkovTokenOracle.token_distribution`, is below ``threshold``; its truth is
         :meth:`~MarkovTokenOracle.rare_token_mass`), ``rare_transitions`` (the share of positions whose
         token had probability below ``threshold`` given its predecessor; truth
         :meth:`~MarkovTokenOracle.rare_transition_mass`) and ``nll`` (``-log p(x) / L`` in nats; its
@@ -160,5 +163,5 @@ def token_statistics(oracle: MarkovTokenOracle, x: torch.Tensor, threshold: floa
         raise TypeError(f"oracle must be a MarkovTokenOracle, got {type(oracle).__name__}")
     nll = -oracle.log_prob(x) / oracle.length                                       # checks x
     rare_tokens = oracle.token_distribution() < threshold                           # [V]
-    rare = rare_tokens[x.long().cpu()].double().mean(1)
+    rare = rare_tokens[x.long().to(rare_tokens.device)].double().mean(1).to(x.device)
     return dict(rare=rare, rare_transitions=oracle.rare_transition_fraction(x, threshold), nll=nll)

@@ -42,8 +42,22 @@ def test_time_sampler_splits_the_wall_time_between_network_and_the_rest():
     assert t["total"] == pytest.approx(t["network"] + t["other"])
 
 
-def test_bad_arguments_are_type_errors():
+def test_bad_arguments_are_rejected():
     with pytest.raises(TypeError, match="network"):
         TimedProbs(None, "cpu")
     with pytest.raises(TypeError, match="run"):
         time_sampler(3, SlowNetwork(), "cpu")
+    with pytest.raises(TypeError, match="device"):
+        TimedProbs(SlowNetwork(), 0)
+    with pytest.raises(ValueError, match="device"):
+        time_sampler(lambda p: None, SlowNetwork(), "gpu")
+
+
+def test_on_cuda_the_clock_waits_for_the_device(monkeypatch):
+    """No GPU needed: a run that never calls the network still synchronises CUDA around the clock."""
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(torch.device(device)))
+    t = time_sampler(lambda p: None, SlowNetwork(), "cuda")
+    assert t["nfe"] == 0 and synced == [torch.device("cuda")] * 2
+    time_sampler(lambda p: None, SlowNetwork(), "cpu")
+    assert len(synced) == 2  # the CPU never synchronises

@@ -233,3 +233,60 @@ def test_bad_input_is_rejected():
     P0 = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)   # alternating: 0 then 0 is impossible
     with pytest.raises(ValueError, match="probability 0"):
         MarkovTokenOracle(P0, length=3).probs_fn(torch.tensor([[0, 2, 1]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices (CPU only here: the CUDA path runs the same operations where the tables are)
+# ----------------------------------------------------------------------------------------------
+
+def masked_batch(oracle, B=3, seed=0):
+    x = oracle.sample(B, generator=gen(seed))
+    x[torch.rand(x.shape, generator=gen(seed + 1)) < 0.6] = oracle.mask_id
+    return x
+
+
+@pytest.mark.parametrize("table_bytes", [64 << 20, 0])
+def test_an_explicit_cpu_device_gives_identical_results(table_bytes):
+    P, pi0 = random_chain(5)
+    default = MarkovTokenOracle(P, pi0, length=40, table_bytes=table_bytes)
+    x = masked_batch(default)
+    full = default.sample(4, generator=gen(3))
+    for other in (MarkovTokenOracle(P, pi0, length=40, table_bytes=table_bytes, device="cpu"),
+                  MarkovTokenOracle(P, pi0, length=40, table_bytes=table_bytes, device=torch.device("cpu")),
+                  default.to("cpu")):
+        assert other.device == torch.device("cpu")
+        assert torch.equal(other.probs_fn(x), default.probs_fn(x))          # bit for bit
+        assert torch.equal(other.sample(4, generator=gen(3)), full)
+        assert torch.equal(other.log_prob(full), default.log_prob(full))
+        # LAPACK's least squares may differ in the last bit between two calls, on one device too
+        assert torch.allclose(other.stationary(), default.stationary(), rtol=0, atol=1e-15)
+        assert other.entropy() == default.entropy()
+    assert default.to("cpu") is default                                       # nothing to move
+
+
+def test_to_moves_a_copy_and_results_come_back_on_the_inputs_device():
+    oracle = MarkovTokenOracle.ar1(6, length=16, device="cpu")
+    x = masked_batch(oracle)
+    meta = oracle.to("meta")                       # a device without data: only where tensors live is checked
+    assert meta is not oracle and oracle.device.type == "cpu" and oracle.transition.device.type == "cpu"
+    assert meta.device.type == "meta" and all(getattr(meta, n).device.type == "meta" for n in meta._TENSORS)
+    assert "device=meta" in repr(meta) and "device=cpu" in repr(oracle)
+    for out in (oracle.probs_fn(x), oracle.log_prob(oracle.sample(2)), oracle.rare_transition_fraction(
+            oracle.sample(2), 1e-3), oracle.token_frequencies(oracle.sample(2))):
+        assert out.device == x.device
+
+
+def test_a_bad_device_is_rejected_by_name():
+    P, _ = random_chain(3)
+    with pytest.raises(TypeError, match="device must be a str or a torch.device"):
+        MarkovTokenOracle(P, device=0)
+    with pytest.raises(ValueError, match="device must name a torch device.*'gpu'"):
+        MarkovTokenOracle(P, device="gpu")
+    oracle = MarkovTokenOracle(P, length=4)
+    with pytest.raises(ValueError, match="device must name"):
+        oracle.to("nowhere")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            MarkovTokenOracle.ar1(4, length=4, device="cuda")
+    with pytest.raises(ValueError, match="generator is on cpu but the oracle is on meta"):
+        oracle.to("meta").sample(2, generator=gen())

@@ -75,3 +75,15 @@ def test_bad_input():
         fit_temperature(P, pi0, 5.0, 8)  # a uniform chain's nll is log 3 at every tau
     with pytest.raises(TypeError, match="oracle"):
         token_statistics(object(), torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_statistics_with_an_explicit_cpu_oracle_are_identical(oracle):
+    """The oracle computes where its tables are and hands results back on x's device (here both the CPU)."""
+    default = MarkovTokenOracle(oracle.transition, oracle.initial, length=oracle.length)
+    on_cpu = MarkovTokenOracle(oracle.transition, oracle.initial, length=oracle.length, device="cpu")
+    x = default.sample(16, generator=torch.Generator().manual_seed(2))
+    a, b = token_statistics(default, x), token_statistics(on_cpu, x)
+    assert all(torch.equal(a[k], b[k]) and a[k].device == x.device for k in a)
+    nll = a["nll"].mean().item()
+    assert fit_temperature(on_cpu.transition, on_cpu.initial, nll, 64) == \
+        fit_temperature(default.transition, default.initial, nll, 64)
