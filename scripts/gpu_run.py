@@ -196,13 +196,18 @@ def summary_markdown(header: dict, results: list[dict]) -> str:
     lines += [f"\nTotal: {sum(r['seconds'] for r in results):.0f} s", ""]
     notebooks = [r for r in results if "notebook" in r]
     if notebooks:
+        estimates = header.get("estimates", {})
         lines += ["## The notebooks", "",
-                  "| notebook | status | seconds | cells reached | peak GPU memory (GiB, reserved) | error |",
-                  "|---|---|---:|---:|---:|---|"]
+                  "Estimated: `python -m cifar.gpu_budget` (H100). On a T4 (Colab) expect about "
+                  f"{header.get('t4_factor', '?')}x the measured H100 time or less: lesson 05 says why.", "",
+                  "| notebook | status | seconds | estimated (s) | cells reached | peak GPU memory (GiB, reserved) | error |",
+                  "|---|---|---:|---:|---:|---:|---|"]
         for r in notebooks:
             nb = r["notebook"]
             peak = nb.get("peak_reserved_bytes")
+            estimate = estimates.get(nb["path"].split("/")[1])
             lines.append(f"| {nb['path']} | {r['status']} | {nb.get('seconds', r['seconds']):.1f} | "
+                         f"{'-' if estimate is None else f'{estimate:.0f}'} | "
                          f"{nb.get('cells_reached', '-')}/{nb.get('cells', '-')} | "
                          f"{'-' if peak is None else f'{peak / 2**30:.2f}'} | {nb.get('error') or ''} |")
         lines.append("")
@@ -366,6 +371,20 @@ def install_wheels(folder: pathlib.Path, target: pathlib.Path) -> None:
                     "--disable-pip-version-check", "--target", str(target), *map(str, wheels)], check=True)
 
 
+def notebook_estimates() -> dict:
+    """Estimated H100 seconds of each notebook's full mode, by lesson (cifar.gpu_budget), where it has one."""
+    from cifar import gpu_budget
+
+    estimates = {}
+    for path in NOTEBOOKS:
+        lesson = path.split("/")[1]
+        try:
+            estimates[lesson] = round(gpu_budget.estimate(lesson)["h100_s"])
+        except ValueError:  # a lesson the budget does not model
+            continue
+    return estimates
+
+
 def git_commit() -> str | None:
     """HEAD of this checkout, or None where there is no git repository (the GPU machine gets a copy)."""
     try:
@@ -434,6 +453,9 @@ def run(args) -> int:
         deadline = args.deadline_s or DEADLINE_S["rehearse" if args.rehearse else "gpu"]
         header = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit, "deadline_s": deadline,
                   "mode": "rehearsal (CPU, tiny sizes, quick notebooks)" if args.rehearse else "GPU run (full mode)"}
+        from cifar.gpu_budget import T4_COMPUTE
+
+        header["estimates"], header["t4_factor"] = notebook_estimates(), T4_COMPUTE
         results = run_all(parts, args.out, staging, deadline, env, header)
     print("\nsummary:", args.out / "summary.md")
     print("copy the executed notebooks back into lessons/:")
