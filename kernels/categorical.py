@@ -112,11 +112,28 @@ the fault in the ValueError.
 Without CUDA the same contract is served by the float64 reference of ``minimal/masked_fhs.py``; the
 kernel itself also runs on CPU tensors through Triton's interpreter (``backend="triton"``), slowly,
 which is how the tests check it on machines without a GPU.
+
+Which GPUs
+----------
+The oldest GPU the kernel supports has compute capability ``MIN_CAPABILITY`` = 7.5 (Turing: the T4
+of Colab's free tier). Every variant ``sample`` launches (``kernel_variants()``: four input dtypes,
+logits or probabilities, with or without ``rows=`` and ``extra_mass=``) compiles, without a GPU, for
+sm_75, sm_80 and sm_90 with Triton 3.9 (``python -m kernels.bench --compile-for 7.5,8.0,9.0``; the
+tests compile them for 7.5). Below sm_80 there are no bf16 instructions and Triton widens bf16 input by
+a 16-bit shift, which is exact. sm_70 (V100) compiles as well, but only through the CUDA 12.9
+``ptxas`` that Triton still ships for targets below sm_90: CUDA 13's ``ptxas``, which Triton already
+uses from sm_90 up, rejects sm_70 as a target ("Value 'sm_70' is not defined for option 'gpu-name'";
+``TRITON_PTXAS_PATH=<triton>/backends/nvidia/bin/ptxas-blackwell python -m kernels.bench
+--compile-for 7.5,7.0`` compiles all 24 for 7.5 and none for 7.0), so 7.0 is not a target this code
+can count on; below 7.0 (P100, K80) Triton itself is unsupported (PyTorch's compiler refuses such
+GPUs), whatever an old ``ptxas`` still builds. On a GPU below ``MIN_CAPABILITY``, ``backend="auto"``
+warns once per device and uses the float64 reference; ``backend="triton"`` raises.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -129,19 +146,77 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
     tl = None
 
-__all__ = ["sample", "triton_available", "interpreter_active", "RESOLUTION", "SEED_BITS", "TEMPERATURE_RANGE"]
+__all__ = ["sample", "triton_available", "interpreter_active", "kernel_supported", "RESOLUTION", "SEED_BITS",
+           "TEMPERATURE_RANGE", "MIN_CAPABILITY"]
 
 RESOLUTION = 2.0 ** -64  # the finest grid of the uniform behind each E (within 2^-16 of 0 or 1)
 
 LOGIT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 SEED_BITS = 62  # seeds are ints in [0, 2^62), for both backends: the kernel's Philox key has 62 bits
 TEMPERATURE_RANGE = (1e-30, 1e30)  # accepted T, both backends: log2(e) / T and T ln 2 stay normal float32
+MIN_CAPABILITY = (7, 5)  # the oldest CUDA compute capability the kernel runs on (see "Which GPUs")
 NO_MASS = "has no positive mass (all probabilities zero, or all logits -inf)"
 
 
 def triton_available() -> bool:
     """True when Triton is importable (the kernel can run: compiled on CUDA, interpreted on CPU)."""
     return triton is not None
+
+
+def kernel_supported(capability) -> bool:
+    """True when a CUDA GPU of this compute capability runs the kernel (see "Which GPUs").
+
+    Args:
+        capability: ``(major, minor)``, as ``torch.cuda.get_device_capability`` returns it.
+
+    Returns:
+        ``capability >= MIN_CAPABILITY``.
+
+    Raises:
+        TypeError when ``capability`` is not a tuple of two ints.
+    """
+    if not (isinstance(capability, tuple) and len(capability) == 2
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in capability)):
+        raise TypeError(f"capability must be a (major, minor) tuple of ints, got {capability!r}")
+    return capability >= MIN_CAPABILITY
+
+
+def _capability(device: torch.device):
+    """The compute capability of a CUDA device, None for any other device. (The one place ``sample``
+    asks the hardware: tests replace it to play an old GPU with CPU tensors.)"""
+    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None
+
+
+_WARNED = set()  # devices already told that they are too old for the kernel
+
+
+def _use_kernel(backend: str, device: torch.device) -> bool:
+    """The backend decision of ``sample`` for an input on ``device`` (``backend`` already checked).
+
+    ``"torch"``: the reference. Off CUDA: the kernel only for ``"triton"`` (Triton's interpreter).
+    On a CUDA GPU of ``MIN_CAPABILITY`` or newer: the kernel, with ``"auto"`` when Triton is installed.
+    On an older GPU: ``"auto"`` warns (once per device) and takes the reference; ``"triton"`` raises a
+    RuntimeError, since the kernel was never built for it.
+    """
+    if backend == "torch":
+        return False
+    capability = _capability(device)
+    if capability is None:
+        return backend == "triton"
+    if triton is None:  # only "auto" gets here: check_backend rejects "triton" without the package
+        return False
+    if kernel_supported(capability):
+        return True
+    found, needed = ".".join(map(str, capability)), ".".join(map(str, MIN_CAPABILITY))
+    if backend == "triton":
+        raise RuntimeError(f"backend='triton' needs a GPU of compute capability >= {needed}; {device} has "
+                           f"{found}. Use backend='auto' or 'torch' (the float64 reference) on this GPU")
+    if device not in _WARNED:
+        _WARNED.add(device)
+        warnings.warn(f"{device} has compute capability {found}, below the {needed} the Triton kernel "
+                      f"needs (kernels.categorical.MIN_CAPABILITY): sampling with the float64 torch "
+                      f"reference instead (exact, but slower)", stacklevel=3)
+    return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -464,11 +539,68 @@ def _launch(x, row_index, extra, *, is_probs, scale, seed, bits=None, n_rounds=1
         bits if bits is not None else dummy, out,
         M, V, x.stride(0), bits.stride(0) if bits is not None else 0,
         key0, key1, float(scale),
-        IS_PROBS=is_probs, HAS_ROW_INDEX=row_index is not None, HAS_EXTRA=extra is not None,
-        BITS_FROM_MEMORY=bits is not None, ROWS=rows, BLOCK=block, N_ROUNDS=n_rounds,
-        FAST_LOG2=fast_log2 and x.device.type == "cuda", KEY_F64=not is_probs and x.dtype == torch.float64,
+        **_constexprs(x.dtype, is_probs=is_probs, has_row_index=row_index is not None, has_extra=extra is not None,
+                      bits=bits is not None, rows=rows, block=block, n_rounds=n_rounds,
+                      fast_log2=fast_log2 and x.device.type == "cuda"),
         **extra_kw,
     )
+    return out
+
+
+def _constexprs(dtype, *, is_probs, has_row_index, has_extra, bits, rows, block, n_rounds, fast_log2):
+    """The compile-time arguments of a launch: one compiled variant of the kernel per distinct dict.
+    Shared by ``_launch`` and ``kernel_variants``, so that the variants compiled without a GPU are the
+    ones launched."""
+    return {"IS_PROBS": is_probs, "HAS_ROW_INDEX": has_row_index, "HAS_EXTRA": has_extra, "BITS_FROM_MEMORY": bits,
+            "ROWS": rows, "BLOCK": block, "N_ROUNDS": n_rounds, "FAST_LOG2": fast_log2,
+            "KEY_F64": not is_probs and dtype == torch.float64}
+
+
+_POINTER_TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.float64: "*fp64"}
+
+
+def kernel_signature(dtype: torch.dtype) -> dict:
+    """The argument types of ``_race_kernel`` for input of ``dtype``, as ``triton.compile`` takes them
+    (with ``triton.compiler.ASTSource``) to build the kernel for a GPU that need not be present.
+
+    Args:
+        dtype: one of ``LOGIT_DTYPES``.
+
+    Returns:
+        ``{argument name: type}``: pointers as ``"*bf16"``..., ints ``"i32"``, compile-time ``"constexpr"``.
+    """
+    if dtype not in _POINTER_TYPES:
+        raise TypeError(f"dtype must be bfloat16, float16, float32 or float64, got {dtype}")
+    sig = {"x_ptr": _POINTER_TYPES[dtype], "row_index_ptr": "*i64", "extra_ptr": "*fp32", "bits_ptr": "*i32",
+           "out_ptr": "*i64", "n_rows": "i32", "V": "i32", "stride_x": "i32", "stride_bits": "i32", "key0": "i32",
+           "key1": "i32", "scale": "fp32"}
+    return sig | {name: "constexpr" for name in _constexprs(dtype, is_probs=False, has_row_index=False,
+                                                             has_extra=False, bits=False, rows=1, block=8,
+                                                             n_rounds=10, fast_log2=True)}
+
+
+def kernel_variants(vocab: int = 50257, n_rows: int = 8192):
+    """Every variant of the kernel that ``sample`` launches on CUDA for a batch of ``n_rows`` rows of
+    ``vocab`` columns: each input dtype, as logits (with and without ``rows=``) and as probabilities
+    (with and without ``rows=``, with and without ``extra_mass=``), 24 in all, with the tile ``_tile``
+    picks for that shape (the tile sets the layout, not which instructions are needed).
+
+    Returns:
+        A list of ``(label, signature, constexprs, num_warps)``: what ``triton.compile`` needs to build
+        each one for a target GPU.
+    """
+    rows, block, warps = _tile(vocab, n_rows, torch.device("cuda"))
+    out = []
+    for dtype in LOGIT_DTYPES:
+        for is_probs in (False, True):
+            for has_row_index in (False, True):
+                for has_extra in ((False, True) if is_probs else (False,)):  # extra_mass needs probs=
+                    label = " ".join([str(dtype).removeprefix("torch."), "probs" if is_probs else "logits"]
+                                     + ["rows="] * has_row_index + ["extra_mass="] * has_extra)
+                    consts = _constexprs(dtype, is_probs=is_probs, has_row_index=has_row_index,
+                                         has_extra=has_extra, bits=False, rows=rows, block=block, n_rounds=10,
+                                         fast_log2=True)
+                    out.append((label, kernel_signature(dtype), consts, warps))
     return out
 
 
@@ -658,10 +790,12 @@ def sample(logits: torch.Tensor | None = None, probs: torch.Tensor | None = None
             the row's masses; a float or a tensor [M]. This is the mask class of an MDLM step (eq. 2 of
             ``minimal/masked_fhs.py``) without building a [M, V + 1] copy.
         rows: optional int64 [M]: sample only these rows of the input (read in place, no gather copy).
-        backend: ``"auto"`` (the Triton kernel for CUDA tensors when Triton is installed, the float64
-            reference otherwise), ``"triton"`` (the kernel; CPU tensors run it through Triton's
-            interpreter, slowly, when ``TRITON_INTERPRET=1`` was set before triton was imported) or
-            ``"torch"`` (the float64 reference).
+        backend: ``"auto"`` (the Triton kernel for CUDA tensors when Triton is installed and the GPU
+            is supported, the float64 reference otherwise), ``"triton"`` (the kernel; CPU tensors run it
+            through Triton's interpreter, slowly, when ``TRITON_INTERPRET=1`` was set before triton was
+            imported) or ``"torch"`` (the float64 reference). The oldest GPU the kernel supports:
+            compute capability ``MIN_CAPABILITY`` = 7.5 (a T4). On an older GPU ``"auto"`` warns once
+            and uses the reference, and ``"triton"`` raises a RuntimeError.
 
     Returns:
         int64 [M] (M = N without ``rows``) on the input's device: index ``v`` with probability
@@ -669,13 +803,13 @@ def sample(logits: torch.Tensor | None = None, probs: torch.Tensor | None = None
         result.
 
     Raises:
-        TypeError / ValueError for a wrong type, dtype, shape or argument; ValueError naming the row
+        TypeError / ValueError for a wrong type, dtype, shape or argument; RuntimeError for
+        ``backend="triton"`` on a GPU below ``MIN_CAPABILITY`` (or without triton); ValueError naming the row
         for NaN, +inf, negative probabilities, or a row with no positive mass (the kernel finds these in
         its single pass and the error is raised right after it).
     """
     name, x, M = _check_inputs(logits, probs, temperature, generator, seed, extra_mass, rows, backend)
-    use_kernel = backend == "triton" or (backend == "auto" and triton is not None and x.is_cuda)
-    if not use_kernel:
+    if not _use_kernel(backend, x.device):
         return _reference(name, x, temperature, generator, seed, extra_mass, rows)
 
     if x.stride(1) != 1:

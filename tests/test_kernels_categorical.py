@@ -5,6 +5,10 @@ file switches on before triton is imported). Where triton is not installed its c
 """
 import math
 import os
+import pathlib
+import re
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -18,6 +22,7 @@ from scipy import stats  # noqa: E402
 from kernels import categorical  # noqa: E402
 from kernels.categorical import sample  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 KERNEL_OK = categorical.triton_available() and (DEVICE == "cuda" or categorical.interpreter_active())
 KERNEL_SKIP = ("triton is not installed (pip install triton)" if not categorical.triton_available() else
@@ -257,3 +262,88 @@ def test_empty_batches_give_empty_results(backend):
     none = torch.zeros(0, dtype=torch.int64, device=DEVICE)
     q = torch.rand(3, 5, device=DEVICE)
     assert sample(probs=q, rows=none, extra_mass=0.5, seed=0, backend=backend).shape == (0,)
+
+
+# ------------------------------------------------------------------------------------------------
+# the oldest GPU the kernel supports, and the fallback below it
+# ------------------------------------------------------------------------------------------------
+NEEDS_TRITON = pytest.mark.skipif(not categorical.triton_available(),
+                                  reason="without triton every device takes the float64 reference, silently")
+
+
+@pytest.mark.parametrize("capability,supported", [((3, 7), False), ((6, 0), False), ((7, 0), False), ((7, 5), True),
+                                                  ((8, 0), True), ((8, 9), True), ((9, 0), True), ((12, 0), True)])
+def test_the_kernel_supports_compute_capability_7_5_and_newer(capability, supported):
+    """K80 (3.7), P100 (6.0) and V100 (7.0) are out; T4 (7.5) and everything since are in."""
+    assert categorical.MIN_CAPABILITY == (7, 5)
+    assert categorical.kernel_supported(capability) is supported
+
+
+@pytest.mark.parametrize("bad", ["7.5", 7.5, (7,), [7, 5], (7.0, 5), (True, 5)])
+def test_kernel_supported_rejects_what_is_not_a_capability(bad):
+    with pytest.raises(TypeError, match=r"capability must be a \(major, minor\) tuple of ints"):
+        categorical.kernel_supported(bad)
+
+
+def test_the_capability_is_asked_of_cuda_devices_only(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    assert categorical._capability(torch.device("cuda", 0)) == (7, 0)  # a device object needs no GPU
+    assert categorical._capability(torch.device("cpu")) is None
+
+
+@NEEDS_TRITON
+@pytest.mark.parametrize("capability,backend,use_kernel", [
+    (None, "auto", False), (None, "triton", True), (None, "torch", False),  # CPU: the interpreter on request
+    ((9, 0), "auto", True), ((7, 5), "auto", True), ((7, 5), "triton", True), ((7, 5), "torch", False),
+    ((6, 0), "torch", False),
+])
+def test_the_backend_choice_by_device(monkeypatch, capability, backend, use_kernel):
+    monkeypatch.setattr(categorical, "_capability", lambda device: capability)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a supported GPU, a CPU or backend='torch': nothing to warn of
+        assert categorical._use_kernel(backend, torch.device("cuda" if capability else "cpu")) is use_kernel
+
+
+@NEEDS_TRITON
+def test_an_old_gpu_takes_the_reference_with_one_warning_or_refuses_triton(monkeypatch):
+    """A P100 played by CPU tensors: sample() learns a device's capability only through _capability."""
+    monkeypatch.setattr(categorical, "_capability", lambda device: (6, 0))
+    monkeypatch.setattr(categorical, "_WARNED", set())
+    x = torch.randn(6, 9, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=r"compute capability 6\.0, below the 7\.5 the Triton kernel needs"):
+        got = sample(logits=x, seed=5)
+    assert torch.equal(got, sample(logits=x, seed=5, backend="torch"))  # what ran is the reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample(logits=x, seed=5)  # once per device
+    with pytest.raises(RuntimeError, match=r"backend='triton' needs a GPU of compute capability >= 7\.5; cpu has 6\.0"):
+        sample(logits=x, seed=5, backend="triton")
+
+
+def test_kernel_variants_are_every_launch_of_sample():
+    """4 dtypes x (logits, with or without rows=; probs, with or without rows= and extra_mass=)."""
+    variants = categorical.kernel_variants()
+    assert len(variants) == 24 == len({label for label, *_ in variants})
+    for label, signature, constexprs, warps in variants:
+        assert signature["x_ptr"] == {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32",
+                                      "float64": "*fp64"}[label.split()[0]]
+        assert constexprs["KEY_F64"] == (label.startswith("float64 logits"))
+        assert constexprs["HAS_EXTRA"] == ("extra_mass=" in label) and constexprs["FAST_LOG2"] and warps == 4
+        assert set(constexprs) == {name for name, kind in signature.items() if kind == "constexpr"}
+
+
+def test_every_launched_variant_compiles_for_the_oldest_supported_gpu():
+    """``python -m kernels.bench --compile-for 7.5``: each of the 24 variants built for sm_75 by
+    triton.compile, no GPU needed. In a process of its own, without TRITON_INTERPRET: this one may run
+    Triton's interpreter, which cannot compile. (Cold, about a second per variant; Triton's cache
+    makes reruns quick.)"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    target = ".".join(map(str, categorical.MIN_CAPABILITY))
+    proc = subprocess.run([sys.executable, "-m", "kernels.bench", "--compile-for", target], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode == 2 and "cannot compile the kernel here" in proc.stderr:
+        pytest.skip(proc.stderr.strip())  # no triton, or no NVIDIA backend / ptxas in it
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    n = len(categorical.kernel_variants())
+    assert re.search(rf"^compiled\s+{n}/{n}\s*$", proc.stdout, re.M), proc.stdout
