@@ -220,11 +220,17 @@ def summary_markdown(header: dict, results: list[dict]) -> str:
 
 
 def _tables_or_tail(output: str, tail: int = 40) -> str:
-    """The markdown tables and headings a part printed; otherwise the end of its output, fenced."""
+    """The markdown tables and headings a part printed (a blank line wherever a table starts or ends,
+    so that no text line is read as a table row); otherwise the end of its output, fenced."""
     kept = [line for line in output.splitlines() if line.startswith(("|", "#", "**", "device:", "torch "))]
-    if sum(line.startswith("|") for line in kept) >= 2:
-        return "\n".join(kept)
-    return "```\n" + "\n".join(output.splitlines()[-tail:]) + "\n```"
+    if sum(line.startswith("|") for line in kept) < 2:
+        return "```\n" + "\n".join(output.splitlines()[-tail:]) + "\n```"
+    lines = []
+    for line in kept:
+        if lines and lines[-1].startswith("|") != line.startswith("|"):
+            lines.append("")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def copy_back_instructions(out: str) -> list[str]:
