@@ -20,7 +20,7 @@ one channel) instead of the RGB variant the lessons use today.
 
 ``quick`` recipes train a tiny net on Simple Shapes (generated, so no download) within a minute
 on 2 CPU cores; ``full`` recipes are the GPU runs. The one the notebooks train (lesson 01's, variant
-"grey", which lesson 02 reuses) is sized by :mod:`cifar.gpu_budget` to keep each notebook's full
+"grey", which lesson 02 reuses) is sized by ``scripts/gpu_budget.py`` to keep each notebook's full
 mode within 2 minutes on one H100 and 15 minutes on Colab's T4; the other lessons' full recipes
 (CIFAR-10 training, about 4 minutes on one H100 by ``python -m cifar.bench``) are for your own
 experiments: their notebooks sample exact models instead.
@@ -58,7 +58,7 @@ _DDPM = dict(T=1000, schedule="linear", beta_start=1e-4, beta_end=0.02, predicti
 
 RECIPES = {
     # Unconditional DDPM on Simple Shapes: count the samples outside the support. Lessons 01 and 02
-    # both sample this run (cifar.shapes_ddpm); sized with cifar.gpu_budget for about 40 s of training
+    # both sample this run (cifar.shapes_ddpm); sized with scripts/gpu_budget.py for about 40 s of training
     # on an H100 and under 3 minutes on a T4: the small U-Net, eager (compiling would cost more than it
     # saves in 3,000 steps), 3.3x the images of the CPU run.
     "01-hallucination": {

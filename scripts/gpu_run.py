@@ -54,6 +54,8 @@ import time
 import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python scripts/gpu_run.py` from a plain checkout (nothing installed)
+    sys.path.insert(0, str(ROOT))
 NOTEBOOKS = [f"lessons/{lesson}/cifar.ipynb" for lesson in
              ("01-hallucination", "02-fpe-gap", "03-momentum", "04-masked-fhs")]
 KERNEL_TESTS = ["tests/test_kernels_categorical.py", "tests/test_kernels_exactness.py", "tests/test_kernels_fhs.py"]
@@ -198,7 +200,7 @@ def summary_markdown(header: dict, results: list[dict]) -> str:
     if notebooks:
         estimates = header.get("estimates", {})
         lines += ["## The notebooks", "",
-                  "Estimated: `python -m cifar.gpu_budget` (H100). On a T4 (Colab) expect about "
+                  "Estimated: `python scripts/gpu_budget.py` (H100). On a T4 (Colab) expect about "
                   f"{header.get('t4_factor', '?')}x the measured H100 time or less: lesson 05 says why.", "",
                   "| notebook | status | seconds | estimated (s) | cells reached | peak GPU memory (GiB, reserved) | error |",
                   "|---|---|---:|---:|---:|---:|---|"]
@@ -378,8 +380,8 @@ def install_wheels(folder: pathlib.Path, target: pathlib.Path) -> None:
 
 
 def notebook_estimates() -> dict:
-    """Estimated H100 seconds of each notebook's full mode, by lesson (cifar.gpu_budget), where it has one."""
-    from cifar import gpu_budget
+    """Estimated H100 seconds of each notebook's full mode, by lesson (scripts/gpu_budget.py), where it has one."""
+    from scripts import gpu_budget
 
     estimates = {}
     for path in NOTEBOOKS:
@@ -459,7 +461,7 @@ def run(args) -> int:
         deadline = args.deadline_s or DEADLINE_S["rehearse" if args.rehearse else "gpu"]
         header = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit, "deadline_s": deadline,
                   "mode": "rehearsal (CPU, tiny sizes, quick notebooks)" if args.rehearse else "GPU run (full mode)"}
-        from cifar.gpu_budget import T4_COMPUTE
+        from scripts.gpu_budget import T4_COMPUTE
 
         header["estimates"], header["t4_factor"] = notebook_estimates(), T4_COMPUTE
         results = run_all(parts, args.out, staging, deadline, env, header)

@@ -16,7 +16,7 @@ def test_the_full_recipe_depends_on_the_device():
     gpu = get_recipe("01-hallucination", "full", device="cuda")
     cpu = get_recipe("01-hallucination", "full", device=torch.device("cpu"))
     assert (gpu["run"], cpu["run"]) == ("gpu-full", "cpu-full") and set(RUN_LABELS) >= {gpu["run"], cpu["run"]}
-    assert gpu["model"]["preset"] == "small" and gpu["train"]["steps"] == 3000   # sized by cifar.gpu_budget
+    assert gpu["model"]["preset"] == "small" and gpu["train"]["steps"] == 3000   # sized by scripts/gpu_budget.py
     assert cpu["model"]["preset"] == "small" and cpu["train"]["steps"] == CPU_FULL["01-hallucination"]["train"]["steps"]
     assert cpu["train"]["compile"] is False and cpu["data"] == gpu["data"] and cpu["diffusion"] == gpu["diffusion"]
     for device in ("cpu", "cuda"):

@@ -1,7 +1,7 @@
-"""cifar.gpu_budget: the counting behind the GPU sizes, and the sizes themselves within their budgets."""
+"""scripts/gpu_budget.py: the counting behind the GPU sizes, and the sizes themselves within their budgets."""
 import pytest
 
-from cifar import gpu_budget
+from scripts import gpu_budget
 
 
 def test_flops_grow_with_the_batch_and_ops_do_not():
@@ -17,7 +17,7 @@ def test_a_pass_is_bound_by_compute_or_by_dispatch():
     assert p.seconds() == pytest.approx((3.0, 30 * gpu_budget.SECONDS_PER_OP))
 
 
-@pytest.mark.parametrize("lesson", ["01-hallucination", "02-fpe-gap", "03-momentum"])
+@pytest.mark.parametrize("lesson", gpu_budget.LESSONS)
 def test_each_full_mode_fits_two_minutes_on_an_h100_and_fifteen_on_a_t4(lesson):
     e = gpu_budget.estimate(lesson)
     assert e["h100_s"] <= 120 and e["t4_s"] <= 15 * 60, e
