@@ -1,10 +1,17 @@
 """kernels.bench at CPU size: each part the GPU runbook calls prints its tables with the expected rows and
 columns, as markdown or as fixed-width text. (The timings themselves are not checked.)"""
+import os
 import re
 
 import pytest
+import torch
 
-from kernels import bench
+# Set before anything imports triton: the kernel test files of this run (collected after this one)
+# need Triton's interpreter on a CPU, and it can only be chosen before the first import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from kernels import bench  # noqa: E402
 
 SMALL = ["--small", "--device", "cpu", "--markdown"]
 TIMING = re.compile(r"\d+\.\d+ \(\d+\.\dx\)")  # "12.34 (5.6x)": ms and its multiple of the floor
