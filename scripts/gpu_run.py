@@ -67,11 +67,10 @@ RESULT_MARK = "GPU_RUN_RESULT "  # the line a notebook's executor prints its res
 
 @dataclasses.dataclass
 class Part:
-    """One step of the run: a command (``python ARGV``), its time box, and how its output is shown."""
+    """One step of the run: a command (``python ARGV``, run in the repository root) and its time box."""
     name: str
     argv: list[str]
     box_s: float
-    env: dict = dataclasses.field(default_factory=dict)
     notebook: str | None = None      # set for a notebook part: its path in the repository
 
 
@@ -116,7 +115,7 @@ def run_part(part: Part, timeout_s: float, env: dict, log) -> dict:
     log.write(f"\n===== {part.name} (box {timeout_s:.0f} s) =====\n$ python {' '.join(part.argv)}\n")
     log.flush()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *part.argv], cwd=ROOT, env={**env, **part.env}, text=True,
+    proc = subprocess.Popen([sys.executable, *part.argv], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         output, _ = proc.communicate(timeout=timeout_s)
