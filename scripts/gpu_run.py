@@ -253,13 +253,19 @@ def probe(rehearse: bool) -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     capability = torch.cuda.get_device_capability() if cuda else None
-    minimum = getattr(categorical, "MIN_CAPABILITY", None)
+    oldest = ".".join(map(str, categorical.MIN_CAPABILITY))
+    if not cuda:
+        kernel = "not used on a CPU"
+    elif not categorical.triton_available():
+        kernel = "triton is not installed: the torch backend runs"
+    elif categorical.kernel_supported(capability):
+        kernel = f"runs (it needs compute capability {oldest} or newer)"
+    else:
+        kernel = f"not below compute capability {oldest}: the torch backend runs"
     rows = [("python", sys.version.split()[0]), ("torch", torch.__version__),
             ("triton", _version("triton")), ("device", torch.cuda.get_device_name() if cuda else "CPU"),
             ("compute capability", capability), ("precision (amp='auto')", choose_precision("auto", device.type, capability)),
-            ("Triton kernel", "n/a on CPU" if not cuda else
-             f"supported (oldest: {minimum})" if minimum is None or capability >= tuple(minimum)
-             else f"not supported below {minimum}: the torch backend runs")]
+            ("Triton kernel", kernel)]
     if cuda:
         rows.append(("memory (GiB)", f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.1f}"))
     n, size = (2**20, 256) if rehearse else (2**30, 8192)  # bytes copied; matrix size
