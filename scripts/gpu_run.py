@@ -408,6 +408,7 @@ def git_commit() -> str | None:
 
 
 def main(argv=None) -> int:
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="See the module docstring (scripts/gpu_run.py) for the parts.")
     parser.add_argument("--out", type=pathlib.Path, help="the folder for summary.md, results.json, log.txt, notebooks.zip")
@@ -439,13 +440,29 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             parser.error("no CUDA device here: run with --rehearse on a CPU")
-    return run(args)
+    return run(args, started)
 
 
-def run(args) -> int:
+def select_parts(parts: list[Part], spec: str | None) -> list[Part]:
+    """The parts whose names contain one of the comma-separated words of ``spec`` (all for None)."""
+    if spec is None:
+        return parts
+    words = [w.strip() for w in spec.split(",") if w.strip()]
+    chosen = [p for p in parts if any(w in p.name for w in words)]
+    if not chosen:
+        raise SystemExit(f"--parts {spec!r} matches none of the parts: {', '.join(p.name for p in parts)}")
+    return chosen
+
+
+def run(args, started: float) -> int:
+    """The whole run; ``started`` (``time.perf_counter()`` at start-up) anchors the deadline, so that
+    installing the wheels and the estimates count against it too."""
     commit = args.commit or git_commit()
+    deadline = args.deadline_s or DEADLINE_S["rehearse" if args.rehearse else "gpu"]
     with tempfile.TemporaryDirectory(prefix="gpu_run_") as tmp:
         tmp = pathlib.Path(tmp)
+        staging = tmp / "notebooks"
+        parts = select_parts(plan(args.rehearse, staging, commit), args.parts)
         path = [str(ROOT)]
         if args.wheels:
             install_wheels(args.wheels, tmp / "site")
@@ -456,20 +473,16 @@ def run(args) -> int:
                "DFM_DATA": str(tmp / "cache"), "PYTHONUNBUFFERED": "1"}
         if args.rehearse:
             env["OMP_NUM_THREADS"] = "1"
-        staging = tmp / "notebooks"
-        parts = plan(args.rehearse, staging, commit)
-        if args.parts:
-            words = [w.strip() for w in args.parts.split(",") if w.strip()]
-            parts = [p for p in parts if any(w in p.name for w in words)]
-            if not parts:
-                raise SystemExit(f"--parts {args.parts!r} matches none of the parts")
-        deadline = args.deadline_s or DEADLINE_S["rehearse" if args.rehearse else "gpu"]
         header = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit, "deadline_s": deadline,
                   "mode": "rehearsal (CPU, tiny sizes, quick notebooks)" if args.rehearse else "GPU run (full mode)"}
-        from scripts.gpu_budget import T4_COMPUTE
+        try:  # the estimates are context for the measurements: never a reason to lose the run
+            from scripts.gpu_budget import T4_COMPUTE
 
-        header["estimates"], header["t4_factor"] = notebook_estimates(), T4_COMPUTE
-        results = run_all(parts, args.out, staging, deadline, env, header)
+            header["estimates"], header["t4_factor"] = notebook_estimates(), T4_COMPUTE
+        except Exception as error:
+            header["estimates_error"] = f"{type(error).__name__}: {error}"
+            print(f"warning: no estimates ({header['estimates_error']})", file=sys.stderr)
+        results = run_all(parts, args.out, staging, deadline - (time.perf_counter() - started), env, header)
     print("\nsummary:", args.out / "summary.md")
     print("copy the executed notebooks back into lessons/:")
     for line in copy_back_instructions(str(args.out)):

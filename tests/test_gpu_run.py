@@ -141,3 +141,11 @@ def test_the_gpu_run_needs_a_gpu(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_run.main(["--out", str(tmp_path / "o")])
     assert "--rehearse" in capsys.readouterr().err
+
+
+def test_parts_are_chosen_by_words_of_their_names(tmp_path):
+    parts = gpu_run.plan(True, tmp_path, None)
+    chosen = gpu_run.select_parts(parts, "environment, lessons/03")
+    assert [p.name for p in chosen] == ["environment", "notebook lessons/03-momentum/cifar.ipynb"]
+    with pytest.raises(SystemExit, match="matches none of the parts: environment, kernel tests"):
+        gpu_run.select_parts(parts, "nothing")
