@@ -84,7 +84,10 @@ def plan(rehearse: bool, staging: pathlib.Path, commit: str | None) -> list[Part
     box = (lambda gpu, cpu: cpu) if rehearse else (lambda gpu, cpu: gpu)
     parts = [
         Part("environment", [__file__, "--probe", *(["--rehearse"] if rehearse else [])], box(60, 120)),
-        Part("kernel tests", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *KERNEL_TESTS], box(150, 600)),
+        # On the GPU machine four workers share the many Triton compilations (16 cores there); the
+        # rehearsal already runs beside other tests on 2 cores, so it stays in one process.
+        Part("kernel tests", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                              *([] if rehearse else ["-n", "4"]), *KERNEL_TESTS], box(150, 600)),
         Part("kernels.bench: sampling", ["-m", "kernels.bench", *small, "--parts", "sampling", "--markdown"],
              box(60, 300)),
     ]
