@@ -100,7 +100,7 @@ def plan(rehearse: bool, staging: pathlib.Path, commit: str | None) -> list[Part
         Part("kernels.bench: FHS vs MDLM", ["-m", "kernels.bench", *small, "--parts", "study", "--markdown"],
              box(75, 300)),
         Part("cifar.bench", ["-m", "cifar.bench", *(["--quick"] if rehearse else []), "--markdown",
-                             "--budget-s", str(box(110, 240))], box(130, 300)),
+                             "--budget-s", str(box(75, 240))], box(150, 300)),
     ]
     return parts
 
