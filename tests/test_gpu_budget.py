@@ -26,3 +26,25 @@ def test_each_full_mode_fits_two_minutes_on_an_h100_and_fifteen_on_a_t4(lesson):
 def test_an_unknown_lesson_is_refused():
     with pytest.raises(ValueError, match="lesson must be one of"):
         gpu_budget.estimate("05-fast-and-exact")
+
+
+# The sizes scripts/gpu_budget.py charges for, as each notebook writes them: a notebook that grows its
+# GPU run without the budget following fails here (and then the limits above say whether it still fits).
+BUDGETED_SIZES = {
+    "01-hallucination": ['"gpu-full": (2048, 512, 512)', "SAMPLE_STEPS = nb.pick(50, 100)"],
+    "02-fpe-gap": ['"gpu-full": dict(n=512, nfe=100, ft_steps=150, ft_batch=64, n_res=256)'],
+    "03-momentum": ["nb.pick(quick=700, full=3000), nb.pick(quick=8, full=24)", "full=[6, 8, 10, 15, 20]",
+                    "full=[1.5, 3.0, 7.5, 15.0]", "ref_steps = nb.pick(quick=100, full=200)"],
+    "04-masked-fhs": ["full=dict(V=256, sigma=8.0, B=4, chain_steps=[100, 1000], steps=[100, 1000, 10000], twin_B=8",
+                      "speed_steps=[100, 300, 1000, 3000]"],
+}
+
+
+@pytest.mark.parametrize("lesson", gpu_budget.LESSONS)
+def test_the_budget_charges_the_sizes_the_notebook_runs(lesson):
+    import nbformat
+
+    nb = nbformat.read(gpu_budget.ROOT / "lessons" / lesson / "cifar.ipynb", as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for snippet in BUDGETED_SIZES[lesson]:
+        assert snippet in source, f"{lesson}: the GPU budget assumes `{snippet}`; update scripts/gpu_budget.py"
